@@ -1,0 +1,1 @@
+"""fer-service: the serving side (gateway, backends, handlers)."""

@@ -1,0 +1,146 @@
+"""Reading `.mar` archives: their metadata, and their handlers run in-process.
+
+A fer-service archive holds the handler file, the network source, `weights.pt` (a
+state_dict) and `metadata.json`. `open_archive` unpacks one into a private cache folder
+and instantiates its handler exactly as TorchServe would (the one class the handler file
+defines, then `initialize(context)`), which is how the LocalBackend and `fer-train
+evaluate` run the very code TorchServe runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.handlers.classifier import load_module
+
+MANIFEST = "MAR-INF/MANIFEST.json"
+METADATA = "metadata.json"
+
+
+class InputSpec(BaseModel):
+    """The face crop a model expects."""
+
+    model_config = ConfigDict(extra="allow")
+
+    size: int = Field(gt=0, description="side of the square crop in pixels")
+    channels: Literal[1, 3] = 1
+    color: Literal["gray", "rgb"] = "gray"
+    mean: float
+    std: float = Field(gt=0)
+    framing: str = Field(description="crop framing of the training data, e.g. 'fer2013'")
+
+
+class NetSpec(BaseModel):
+    module: str
+    file: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArchiveMetadata(BaseModel):
+    """`metadata.json` inside every archive."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["classifier", "derl", "transfer", "frontalizer"] = "classifier"
+    classes: list[str]
+    input: InputSpec
+    net: NetSpec
+    tta_flip: bool = False
+
+
+@dataclass
+class Context:
+    """The parts of TorchServe's handler context that fer-service handlers read."""
+
+    model_dir: str
+    model_name: str
+    manifest: dict[str, Any]
+    system_properties: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.system_properties = {
+            "model_dir": self.model_dir,
+            "gpu_id": None,
+            "batch_size": 1,
+            **self.system_properties,
+        }
+
+
+@dataclass
+class LoadedArchive:
+    """An archive unpacked and its handler initialised."""
+
+    path: Path
+    name: str
+    version: str
+    metadata: ArchiveMetadata
+    handler: Any
+    context: Context
+
+
+def read_manifest(path: str | Path) -> tuple[dict[str, Any], ArchiveMetadata]:
+    """MANIFEST.json and metadata.json of an archive, without unpacking it."""
+    with zipfile.ZipFile(path) as z:
+        manifest = json.loads(z.read(MANIFEST))
+        metadata = ArchiveMetadata.model_validate_json(z.read(METADATA))
+    return manifest, metadata
+
+
+_lock = threading.Lock()
+
+
+def _unpack(path: Path, cache: Path) -> Path:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    target = cache / f"{path.stem}-{digest}"
+    with _lock:
+        if not (target / MANIFEST).exists():
+            tmp = Path(tempfile.mkdtemp(dir=cache))
+            with zipfile.ZipFile(path) as z:
+                z.extractall(tmp)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process won the race
+                pass
+    return target
+
+
+def handler_class(handler_file: Path) -> type:
+    """The single class a handler file defines (TorchServe's own rule)."""
+    module = load_module(str(handler_file), handler_file.stem)
+    classes = [
+        c
+        for _, c in inspect.getmembers(module, inspect.isclass)
+        if c.__module__ == module.__name__ and hasattr(c, "handle")
+    ]
+    if len(classes) != 1:
+        raise ValueError(f"{handler_file}: expected one handler class, found {len(classes)}")
+    return classes[0]
+
+
+def open_archive(path: str | Path, cache_dir: str | Path | None = None) -> LoadedArchive:
+    """Unpack `path` (cached by content hash) and initialise its handler in this process."""
+    path = Path(path)
+    cache = Path(cache_dir or Path(tempfile.gettempdir()) / "fer-service-mar")
+    cache.mkdir(parents=True, exist_ok=True)
+    model_dir = _unpack(path, cache)
+    manifest = json.loads((model_dir / MANIFEST).read_text())
+    metadata = ArchiveMetadata.model_validate_json((model_dir / METADATA).read_text())
+    model = manifest["model"]
+    handler_file = model_dir / model["handler"].split(":")[0]
+    handler = handler_class(handler_file)()
+    context = Context(str(model_dir), model["modelName"], manifest)
+    handler.initialize(context)
+    return LoadedArchive(
+        path, model["modelName"], model.get("modelVersion", ""), metadata, handler, context
+    )

@@ -1,0 +1,1 @@
+"""fer-service training: datasets, networks, trainers, evaluation and export to `.mar`."""

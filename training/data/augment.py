@@ -1,0 +1,77 @@
+"""Batch augmentation on float tensors in [0, 1], shape [N, 1, H, W].
+
+Geometric: random crop (as a translation), horizontal flip, small rotation and scale,
+all in one affine warp per image. Photometric: the illumination augmentation of Kuo, Lai,
+Sarkis (CVPRW 2018): random gamma, random contrast and a directional shading ramp, which
+mimic lighting changes that FER2013 and CK+ photos show.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of every augmentation; zero disables one."""
+
+    max_shift: float = 0.1  # fraction of the side (a 48 px crop moves up to ~5 px)
+    flip: bool = True
+    max_rotation_deg: float = 10.0
+    max_scale: float = 0.1
+    gamma: float = 0.4  # log-uniform gamma in [exp(-g), exp(g)]
+    contrast: float = 0.3  # contrast factor in [1-c, 1+c]
+    shading: float = 0.4  # directional ramp amplitude (multiplicative)
+    p_illumination: float = 0.8
+
+
+def geometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random crop/flip/rotation/scale as one affine warp (border pixels replicated)."""
+    n = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=gen) * (hi - lo) + lo
+
+    angle = uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg) * math.pi / 180
+    scale = uniform(1 - cfg.max_scale, 1 + cfg.max_scale)
+    tx = uniform(-cfg.max_shift, cfg.max_shift) * 2
+    ty = uniform(-cfg.max_shift, cfg.max_shift) * 2
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+    )
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def illumination(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random gamma, contrast and directional shading (Kuo et al. 2018), result in [0, 1]."""
+    n, _, h, w = x.shape
+    apply = (torch.rand(n, 1, 1, 1, generator=gen) < cfg.p_illumination).to(x.dtype)
+
+    gamma = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * cfg.gamma)
+    y = x.clamp(1e-4, 1).pow(gamma)
+
+    mean = y.mean(dim=(2, 3), keepdim=True)
+    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * cfg.contrast
+    y = (y - mean) * contrast + mean
+
+    # A linear ramp across the face in a random direction: one side darker, one brighter.
+    direction = torch.rand(n, generator=gen) * 2 * math.pi
+    ys = torch.linspace(-1, 1, h).view(1, h, 1)
+    xs = torch.linspace(-1, 1, w).view(1, 1, w)
+    ramp = torch.cos(direction).view(n, 1, 1) * xs + torch.sin(direction).view(n, 1, 1) * ys
+    amplitude = (torch.rand(n, 1, 1, generator=gen) * cfg.shading).to(x.dtype)
+    y = y * (1 + amplitude * ramp / 2).unsqueeze(1)
+
+    return (apply * y + (1 - apply) * x).clamp(0, 1)
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Full training augmentation: geometric, then illumination."""
+    return illumination(geometric(x, cfg, gen), cfg, gen)

@@ -1,0 +1,24 @@
+"""Load any checkpoint or `.mar` as a serving handler, for evaluation on any data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from service.archive import open_archive
+from service.handlers.classifier import ClassifierHandler
+from training.train import checkpoint
+
+
+def load_handler(path: str | Path) -> Any:
+    """A ready handler with `predict_arrays` and `classes` for a `.mar` or a checkpoint."""
+    path = Path(path)
+    if path.suffix == ".mar":
+        return open_archive(path).handler
+    from training.train.classifier import build_net
+
+    state = checkpoint.load(path)
+    meta = state["metadata"]
+    handler = ClassifierHandler()
+    handler.setup(build_net(meta["net"]["module"], meta["net"]["kwargs"]), state["model"], meta)
+    return handler

@@ -1,0 +1,1 @@
+"""Trainers, one per method, sharing checkpoints and reporting."""
