@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from training.data.samples import FaceSet
 
 
@@ -46,6 +48,86 @@ def cmd_compact(args: argparse.Namespace) -> int:
         cfg, train, val, Path(args.out), resume=args.resume, progress=not args.quiet
     )
     print(f"best validation accuracy {best['accuracy']:.4f} at epoch {best['epoch']}")
+    return 0
+
+
+def cmd_derl_gan(args: argparse.Namespace) -> int:
+    from training.data import ckplus
+    from training.train.derl_gan import GanConfig, de_expression_quality, train_gan
+
+    data = ckplus.without_contempt(ckplus.load_ckplus(args.data))
+    held = np.isin(data.meta["fold"], args.holdout_folds)
+    train, test = data.subset(~held), data.subset(held)
+    cfg = GanConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        threads=args.threads,
+        holdout_folds=tuple(args.holdout_folds),
+        cross_sequence=args.cross_sequence,
+    )
+    pairs = ckplus.pairs(train, cross_sequence=args.cross_sequence)
+    print(
+        f"{len(pairs)} training pairs from {len(np.unique(train.meta['subject']))} subjects",
+        flush=True,
+    )
+    train_gan(cfg, train, pairs, Path(args.out), resume=args.resume, progress=not args.quiet)
+    if len(test):
+        from training.nets.derl import Generator
+        from training.train import checkpoint
+
+        state = checkpoint.load(Path(args.out) / checkpoint.LAST)
+        gen = Generator(**state["generator"])
+        gen.load_state_dict(state["model"])
+        quality = de_expression_quality(gen, test, ckplus.pairs(test))
+        quality["holdout_folds"] = list(args.holdout_folds)
+        (Path(args.out) / "quality.json").write_text(json.dumps(quality, indent=1))
+        print("de-expression on held-out subjects:", json.dumps(quality))
+    return 0
+
+
+def cmd_derl(args: argparse.Namespace) -> int:
+    from training.train.classifier import ClassifierConfig, train_classifier
+
+    cfg = ClassifierConfig(
+        net="derl",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        balance=args.balance,
+        seed=args.seed,
+        bf16=not args.no_bf16,
+        threads=args.threads,
+        limit_batches=args.limit_batches,
+        mean=0.5,
+        std=0.5,
+        generator=args.generator,
+    )
+    train = load_dataset(args.data, "train")
+    val = load_dataset(args.val, "public_test")
+    print(f"train {len(train)} images, validation {len(val)} images", flush=True)
+    best = train_classifier(
+        cfg, train, val, Path(args.out), resume=args.resume, progress=not args.quiet
+    )
+    print(f"best validation accuracy {best['accuracy']:.4f} at epoch {best['epoch']}")
+    return 0
+
+
+def cmd_derl_cv(args: argparse.Namespace) -> int:
+    from training.data import ckplus
+    from training.train.derl_cv import CvConfig, run_cv
+
+    cfg = CvConfig(
+        folds=tuple(args.folds),
+        gan_epochs=args.gan_epochs,
+        epochs=args.epochs,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    s = run_cv(cfg, ckplus.load_ckplus(args.data), Path(args.out), progress=not args.quiet)
+    print(
+        f"CK+ 10-fold: mean accuracy {s['mean_accuracy']:.4f} (std {s['std_accuracy']:.4f}), "
+        f"pooled {s['pooled_accuracy']:.4f}"
+    )
     return 0
 
 
@@ -94,6 +176,56 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_compact)
+
+    g = sub.add_parser("derl-gan", help="DeRL stage 1: the de-expression cGAN on CK+ pairs")
+    g.add_argument("--data", required=True, help="the CK+ npz")
+    g.add_argument("--out", required=True)
+    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument(
+        "--holdout-folds",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="CK+ folds whose subjects are kept out (for de-expression quality)",
+    )
+    g.add_argument(
+        "--cross-sequence",
+        action="store_true",
+        help="also pair expressive frames with the subject's other neutral frames",
+    )
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=0)
+    g.add_argument("--resume", action="store_true")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=cmd_derl_gan)
+
+    d = sub.add_parser("derl", help="DeRL stage 2: local CNNs + classifier on a frozen G")
+    d.add_argument("--data", required=True)
+    d.add_argument("--val", required=True)
+    d.add_argument("--generator", required=True, help="stage-1 checkpoint (derl-gan last.pt)")
+    d.add_argument("--out", required=True)
+    d.add_argument("--epochs", type=int, default=40)
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--lr", type=float, default=0.05)
+    d.add_argument("--balance", choices=["none", "loss", "sampler"], default="none")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=0)
+    d.add_argument("--no-bf16", action="store_true")
+    d.add_argument("--limit-batches", type=int, default=0, help=argparse.SUPPRESS)
+    d.add_argument("--resume", action="store_true")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_derl)
+
+    v = sub.add_parser("derl-cv", help="DeRL on CK+: subject-independent 10-fold CV")
+    v.add_argument("--data", required=True, help="the CK+ npz")
+    v.add_argument("--out", required=True)
+    v.add_argument("--folds", type=int, nargs="*", default=list(range(10)))
+    v.add_argument("--gan-epochs", type=int, default=60)
+    v.add_argument("--epochs", type=int, default=40)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--threads", type=int, default=0)
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=cmd_derl_cv)
 
     e = sub.add_parser("evaluate", help="accuracy of a checkpoint or .mar on a labelled set")
     e.add_argument("--model", required=True, help="a checkpoint (.pt) or an archive (.mar)")

@@ -26,7 +26,7 @@ HANDLERS = Path(service.handlers.__file__).parent
 NETS = Path(training.nets.__file__).parent
 
 #: The handler file serving each kind of model.
-HANDLER_FOR_KIND = {"classifier": "classifier.py"}
+HANDLER_FOR_KIND = {"classifier": "classifier.py", "derl": "classifier.py"}
 
 #: Per-model TorchServe settings carried inside the archive (model-config.yaml).
 MODEL_CONFIG = """\

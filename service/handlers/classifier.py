@@ -5,8 +5,9 @@ handler, and the very same class runs in TorchServe, in the gateway's LocalBacke
 `fer-train evaluate`.
 
 Request body (one per face): either the aligned crop as an image file (PNG/JPEG/...) or
-JSON `{"image": "<base64 image>"}`. Response: JSON
-`{"probabilities": {class: p, ...}, "label": top class}`.
+JSON `{"image": "<base64 image>", "neutral": false}`. Response: JSON
+`{"probabilities": {class: p, ...}, "label": top class}`, plus `"neutral": "<base64 PNG>"`
+(the de-expressed face) when a DeRL model is asked for it with `"neutral": true`.
 """
 
 from __future__ import annotations
@@ -99,16 +100,28 @@ class ClassifierHandler:
     def input_size(self) -> int:
         return int(self.metadata["input"]["size"])
 
-    def decode(self, payload: Any) -> np.ndarray:
-        """One request body to a uint8 [S, S] crop at the model's input size."""
-        if isinstance(payload, dict):
+    @staticmethod
+    def unwrap(payload: Any) -> tuple[Any, dict[str, Any]]:
+        """A TorchServe request row -> (image bytes, options)."""
+        if isinstance(payload, dict) and ("data" in payload or "body" in payload):
             payload = payload.get("data") or payload.get("body")
         if isinstance(payload, bytearray):
             payload = bytes(payload)
-        if isinstance(payload, dict):  # TorchServe already parsed a JSON body
-            payload = base64.b64decode(payload.get("image", ""))
-        elif isinstance(payload, str | bytes) and payload[:1] in ("{", b"{"):
-            payload = base64.b64decode(json.loads(payload).get("image", ""))
+        if isinstance(payload, str | bytes) and payload[:1] in ("{", b"{"):
+            try:
+                payload = json.loads(payload)
+            except ValueError as exc:
+                raise PredictionException(f"invalid JSON body: {exc}", 400) from exc
+        if isinstance(payload, dict):  # JSON: {"image": base64, options...}
+            options = {k: v for k, v in payload.items() if k != "image"}
+            try:
+                return base64.b64decode(payload.get("image", ""), validate=True), options
+            except ValueError as exc:
+                raise PredictionException("'image' must be base64", 400) from exc
+        return payload, {}
+
+    def decode(self, payload: Any) -> np.ndarray:
+        """One image (bytes) to a uint8 [S, S] crop at the model's input size."""
         if not isinstance(payload, bytes) or not payload:
             raise PredictionException("request body must be an image or {'image': base64}", 400)
         try:
@@ -129,28 +142,45 @@ class ClassifierHandler:
         return x.unsqueeze(1).to(self.device)
 
     def preprocess(self, data: list[Any]) -> torch.Tensor:
-        return self.normalise(np.stack([self.decode(row) for row in data]))
+        """Decode a batch of requests; remembers which rows asked for the neutral face."""
+        rows = [self.unwrap(row) for row in data]
+        self._want_neutral = [bool(opts.get("neutral")) for _, opts in rows]
+        return self.normalise(np.stack([self.decode(body) for body, _ in rows]))
 
     def inference(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities [N, classes]; averaged with the mirrored face when the
-        metadata asks for flip test-time augmentation."""
+        metadata asks for flip test-time augmentation. For DeRL rows that asked for it, the
+        generated neutral faces are kept for `postprocess`."""
         assert self.model is not None
+        self._neutral: np.ndarray | None = None
+        want = getattr(self, "_want_neutral", [])
         with torch.inference_mode():
-            probs = torch.softmax(self.model(x).float(), dim=1)
+            if any(want) and hasattr(self.model, "forward_all"):
+                logits, _, neutral = self.model.forward_all(x)
+                self._neutral = (
+                    ((neutral.float().clamp(-1, 1) + 1) * 127.5).round().byte()[:, 0].cpu().numpy()
+                )
+            else:
+                logits = self.model(x)
+            probs = torch.softmax(logits.float(), dim=1)
             if self.metadata.get("tta_flip"):
                 probs = (probs + torch.softmax(self.model(x.flip(3)).float(), dim=1)) / 2
         return probs
 
     def postprocess(self, probs: torch.Tensor) -> list[dict[str, Any]]:
         out = []
-        for row in probs.cpu().double().numpy():
+        neutral = getattr(self, "_neutral", None)
+        for i, row in enumerate(probs.cpu().double().numpy()):
             row = row / row.sum()
-            out.append(
-                {
-                    "probabilities": {c: float(p) for c, p in zip(self.classes, row, strict=True)},
-                    "label": self.classes[int(row.argmax())],
-                }
-            )
+            result: dict[str, Any] = {
+                "probabilities": {c: float(p) for c, p in zip(self.classes, row, strict=True)},
+                "label": self.classes[int(row.argmax())],
+            }
+            if neutral is not None and self._want_neutral[i]:
+                buf = io.BytesIO()
+                Image.fromarray(neutral[i]).save(buf, format="PNG")
+                result["neutral"] = base64.b64encode(buf.getvalue()).decode("ascii")
+            out.append(result)
         return out
 
     def handle(self, data: list[Any], context: Any) -> list[dict[str, Any]]:
@@ -175,5 +205,6 @@ class ClassifierHandler:
                         for c in chunk
                     ]
                 )
+            self._want_neutral = [False] * len(chunk)
             out.append(self.inference(self.normalise(chunk)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)

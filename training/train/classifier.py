@@ -55,6 +55,8 @@ class ClassifierConfig:
     framing: str = "fer2013"  # which crop framing the training images have
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     limit_batches: int = 0  # >0: stop each epoch after that many batches (smoke runs)
+    generator: str = ""  # DeRL: stage-1 checkpoint whose generator is loaded and frozen
+    local_weight: float = 0.5  # DeRL: lambda_1..4 of the local CNN losses (lambda_5 = 1)
 
 
 def build_net(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -67,7 +69,7 @@ def build_net(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
 def metadata(cfg: ClassifierConfig, input_size: int) -> dict[str, Any]:
     """What a handler needs to run the model: classes, input spec, network, framing."""
     return {
-        "kind": "classifier",
+        "kind": "derl" if cfg.net == "derl" else "classifier",
         "classes": list(CLASSES),
         "input": {
             "size": input_size,
@@ -98,6 +100,14 @@ def _schedule(cfg: ClassifierConfig, steps_per_epoch: int) -> Any:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
     return factor
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Final logits and auxiliary logits (DeRL's 4 local CNNs; none for plain CNNs)."""
+    if hasattr(model, "forward_all"):
+        final, local_logits, _ = model.forward_all(x)
+        return final, list(local_logits)
+    return model(x), []
 
 
 def evaluate_handler(handler: ClassifierHandler, data: FaceSet) -> dict[str, Any]:
@@ -131,13 +141,20 @@ def train_classifier(
 
     torch.manual_seed(cfg.seed)
     model = build_net(cfg.net, cfg.net_kwargs)
+    if hasattr(model, "freeze_generator"):  # DeRL stage 2: the stage-1 generator, frozen
+        if state is None:
+            if not cfg.generator:
+                raise ValueError("DeRL needs the stage-1 checkpoint (generator=...)")
+            model.generator.load_state_dict(checkpoint.load(cfg.generator)["model"])
+        model.freeze_generator()
     use_bf16 = cfg.bf16 and torch.backends.mkldnn.is_available()
     model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     log.info("%s: %d parameters", cfg.net, params)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
     opt = torch.optim.SGD(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
         lr=cfg.lr,
@@ -187,10 +204,14 @@ def train_classifier(
             x = ((x - cfg.mean) / cfg.std).contiguous(memory_format=torch.channels_last)
             y = labels[idx]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
+                logits, aux = _forward(model, x)
             loss = F.cross_entropy(
                 logits.float(), y, weight=loss_weight, label_smoothing=cfg.label_smoothing
             )
+            for extra in aux:  # DeRL's local CNN losses (deep supervision)
+                loss = loss + cfg.local_weight * F.cross_entropy(
+                    extra.float(), y, weight=loss_weight, label_smoothing=cfg.label_smoothing
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

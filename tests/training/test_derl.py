@@ -1,0 +1,148 @@
+"""DeRL: network shapes, stage 1 learning, stage 2 on a frozen generator, the served
+neutral face. Tiny networks on synthetic same-person pairs; a few seconds in all."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from service.archive import open_archive
+from training.data.samples import FaceSet
+from training.data.synthetic import make_dataset, make_pairs
+from training.export import export
+from training.nets.derl import DeRL, Discriminator, Generator, LocalCNN
+from training.train import checkpoint
+from training.train.classifier import ClassifierConfig, train_classifier
+from training.train.derl_gan import GanConfig, de_expression_quality, train_gan
+
+TINY = {"widths": (8, 8, 16, 16), "code": 16}
+
+
+@pytest.fixture(scope="module")
+def synthetic_pairs() -> tuple[FaceSet, np.ndarray]:
+    """Expressive rows then their neutral rows in one set, with (expressive, neutral) pairs."""
+    faces, neutrals = make_pairs(64, identities=12, seed=3)
+    both = FaceSet(
+        np.concatenate([faces.images, neutrals.images]),
+        np.concatenate([faces.labels, neutrals.labels]),
+    )
+    n = len(faces)
+    return both, np.stack([np.arange(n), np.arange(n) + n], 1)
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory: pytest.TempPathFactory, synthetic_pairs) -> Path:
+    data, pairs = synthetic_pairs
+    out = tmp_path_factory.mktemp("gan")
+    train_gan(
+        GanConfig(epochs=6, batch_size=16, lr=1e-3, widths=TINY["widths"], code=TINY["code"]),
+        data,
+        pairs,
+        out,
+        progress=False,
+    )
+    return out
+
+
+@pytest.mark.parametrize("size", [48, 64])
+def test_network_shapes(size: int) -> None:
+    x = torch.randn(3, 1, size, size)
+    g = Generator(size, 1, TINY["widths"], TINY["code"])
+    neutral, pairs, code = g.forward_features(x)
+    assert neutral.shape == x.shape and neutral.abs().max() <= 1
+    # one encoder and one decoder layer of each of the 4 sizes, concatenated on channels
+    assert [p.shape[-1] for p in pairs] == [size // 2, size // 4, size // 8, size // 16]
+    assert [p.shape[1] for p in pairs] == [2 * w for w in TINY["widths"]]
+    assert code.shape == (3, TINY["code"])
+    assert Discriminator(1)(x, neutral).shape[:2] == (3, 1)
+    feats, logits = LocalCNN(16, size // 2, 7, 8, 32)(pairs[0])
+    assert feats.shape == (3, 32) and logits.shape == (3, 7)
+    final, local_logits, out = DeRL(7, size, 1, TINY["widths"], TINY["code"], 8, 32).forward_all(x)
+    assert final.shape == (3, 7) and len(local_logits) == 4 and out.shape == x.shape
+
+
+def test_input_size_must_divide_by_16() -> None:
+    with pytest.raises(ValueError):
+        Generator(40)
+
+
+def test_gan_learns_to_remove_expression(gan_run: Path, synthetic_pairs) -> None:
+    history = json.loads((gan_run / "history.json").read_text())
+    assert history[-1]["loss_g_l1"] < 0.8 * history[0]["loss_g_l1"]
+    assert (gan_run / "samples_006.png").exists()
+    state = checkpoint.load(gan_run / checkpoint.LAST)
+    gen = Generator(**state["generator"])
+    gen.load_state_dict(state["model"])
+    data, pairs = synthetic_pairs
+    q = de_expression_quality(gen, data, pairs[:16])
+    assert set(q) >= {"l1", "l1_identity", "ssim", "ssim_identity"}
+    assert 0 < q["l1"] < 1 and -1 <= q["ssim"] <= 1
+
+
+def test_gan_resumes(tmp_path: Path, synthetic_pairs) -> None:
+    data, pairs = synthetic_pairs
+    cfg = GanConfig(epochs=1, batch_size=32, widths=TINY["widths"], code=TINY["code"])
+    train_gan(cfg, data, pairs[:64], tmp_path, progress=False)
+    cfg.epochs = 2
+    result = train_gan(cfg, data, pairs[:64], tmp_path, resume=True, progress=False)
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def stage2(gan_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, FaceSet, Path]:
+    """Stage 2 on the tiny stage-1 generator: (best summary, validation set, run dir)."""
+    out = tmp_path_factory.mktemp("derl")
+    train = make_dataset(560, identities=range(0, 20), seed=1)
+    val = make_dataset(140, identities=range(100, 110), seed=2)
+    cfg = ClassifierConfig(
+        net="derl",
+        net_kwargs={**TINY, "local_width": 16, "local_fc": 32, "dropout": 0.0},
+        epochs=8,
+        batch_size=32,
+        lr=0.05,
+        warmup_epochs=1,
+        bf16=False,
+        mean=0.5,
+        std=0.5,
+        generator=str(gan_run / checkpoint.LAST),
+    )
+    return train_classifier(cfg, train, val, out, progress=False), val, out
+
+
+def test_stage2_learns_on_frozen_generator(gan_run: Path, stage2) -> None:
+    best, _, out = stage2
+    # A tiny frozen generator trained for seconds: well above chance (1/7) is the claim here;
+    # real accuracy is `fer-train evaluate`'s job.
+    assert best["accuracy"] > 2 / 7
+    g_before = checkpoint.load(gan_run / checkpoint.LAST)["model"]
+    g_after = {
+        k[len("generator.") :]: v
+        for k, v in checkpoint.load(out / checkpoint.LAST)["model"].items()
+        if k.startswith("generator.")
+    }
+    assert g_after.keys() == g_before.keys()
+    assert all(torch.equal(g_before[k], g_after[k]) for k in g_before)  # frozen, BN stats too
+
+
+def test_served_neutral_face(stage2, tmp_path: Path) -> None:
+    _, val, out = stage2
+    mar = export(out / checkpoint.BEST, "derl", "0.1", tmp_path / "store", fp16=True)
+    loaded = open_archive(mar, tmp_path / "cache")
+    assert loaded.metadata.kind == "derl"
+    buf = io.BytesIO()
+    Image.fromarray(val.images[0]).save(buf, format="PNG")
+    body = json.dumps({"image": base64.b64encode(buf.getvalue()).decode(), "neutral": True})
+    with_face, plain = loaded.handler.handle(
+        [{"body": body.encode()}, {"body": buf.getvalue()}], loaded.context
+    )
+    assert "neutral" not in plain
+    assert with_face["probabilities"] == pytest.approx(plain["probabilities"], abs=1e-6)
+    neutral = Image.open(io.BytesIO(base64.b64decode(with_face["neutral"])))
+    assert neutral.size == (48, 48) and neutral.mode == "L"
