@@ -9,6 +9,7 @@ evaluate` run the very code TorchServe runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -108,10 +109,8 @@ def _unpack(path: Path, cache: Path) -> Path:
             tmp = Path(tempfile.mkdtemp(dir=cache))
             with zipfile.ZipFile(path) as z:
                 z.extractall(tmp)
-            try:
+            with contextlib.suppress(OSError):  # another process won the race
                 os.replace(tmp, target)
-            except OSError:  # another process won the race
-                pass
     return target
 
 

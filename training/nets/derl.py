@@ -20,8 +20,9 @@ Choices the paper leaves open (and why), for 48x48 grayscale input:
 - theta1 (L1 weight inside L_G) = 100 as in pix2pix, theta2 = 1.
 - Local CNNs start with batch norm (the frozen encoder and decoder maps differ in scale by
   orders of magnitude; so does the code, normalised before the final classifier). Then
-  conv 3x3 + BN + ReLU blocks with max-pooling down to 3x3, then FC 256 with dropout 0.5 and a linear head; lambda_1..4 = 0.5, lambda_5 = 1
-  (the final classifier is what is served; the local losses are deep supervision).
+  conv 3x3 + BN + ReLU blocks with max-pooling down to 3x3, then FC 256 with dropout 0.5
+  and a linear head; lambda_1..4 = 0.5, lambda_5 = 1 (the final classifier is what is
+  served; the local losses are deep supervision).
 """
 
 from __future__ import annotations
