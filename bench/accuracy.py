@@ -42,13 +42,22 @@ def main() -> None:
             probs = handler.predict_arrays(data.images)
             seconds = time.perf_counter() - t
             s = report.summary(data.labels, probs, handler.classes)
-            rows.append({"model": mar.stem, "data": set_name, "n": s["n"],
-                         "accuracy": s["accuracy"], "per_class": s["per_class"],
-                         "ms_per_face": 1000 * seconds / max(1, s["n"])})
+            rows.append(
+                {
+                    "model": mar.stem,
+                    "data": set_name,
+                    "n": s["n"],
+                    "accuracy": s["accuracy"],
+                    "per_class": s["per_class"],
+                    "ms_per_face": 1000 * seconds / max(1, s["n"]),
+                }
+            )
     print(f"{'model':<12}{'data':<22}{'n':>6}{'accuracy':>10}{'ms/face':>9}")
     for r in rows:
-        print(f"{r['model']:<12}{r['data']:<22}{r['n']:>6}{r['accuracy']:>10.4f}"
-              f"{r['ms_per_face']:>9.2f}")
+        print(
+            f"{r['model']:<12}{r['data']:<22}{r['n']:>6}{r['accuracy']:>10.4f}"
+            f"{r['ms_per_face']:>9.2f}"
+        )
     print(f"saved {save('accuracy', {'settings': {'batch': 512, 'device': 'cpu'}, 'rows': rows})}")
 
 

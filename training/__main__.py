@@ -24,14 +24,26 @@ def load_dataset(path: str, split: str | None = None) -> FaceSet:
         return folder.load_folder(p)
     if p.suffix == ".csv":
         return fer2013.load_csv(p, split)
+    with np.load(p) as z:
+        is_ckplus = "neutral_index" in z.files and "fer_labels" in z.files
+    if is_ckplus:  # CK+ codes differ from FER2013's: its reader maps them (contempt dropped)
+        from training.data import ckplus
+
+        return ckplus.without_contempt(ckplus.load_ckplus(p))
     return fer2013.load_npz(p)
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from training.train.classifier import ClassifierConfig, train_classifier
 
+    net_kwargs: dict[str, object] = {}
+    if args.widths:
+        net_kwargs["widths"] = tuple(args.widths)
+    if args.fc:
+        net_kwargs["fc"] = args.fc
     cfg = ClassifierConfig(
         net="compact",
+        net_kwargs=net_kwargs,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -78,8 +90,10 @@ def cmd_derl_gan(args: argparse.Namespace) -> int:
         state = checkpoint.load(Path(args.out) / checkpoint.LAST)
         gen = Generator(**state["generator"])
         gen.load_state_dict(state["model"])
-        quality = de_expression_quality(gen, test, ckplus.pairs(test))
-        quality["holdout_folds"] = list(args.holdout_folds)
+        quality: dict[str, object] = {
+            **de_expression_quality(gen, test, ckplus.pairs(test)),
+            "holdout_folds": list(args.holdout_folds),
+        }
         (Path(args.out) / "quality.json").write_text(json.dumps(quality, indent=1))
         print("de-expression on held-out subjects:", json.dumps(quality))
     return 0
@@ -169,6 +183,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=128)
     c.add_argument("--lr", type=float, default=0.05)
     c.add_argument("--balance", choices=["none", "loss", "sampler"], default="none")
+    c.add_argument(
+        "--widths",
+        type=int,
+        nargs=2,
+        metavar=("W1", "W2"),
+        help="conv channels of the two blocks (default 32 64)",
+    )
+    c.add_argument("--fc", type=int, default=0, help="width of the FC layers (default 256)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--threads", type=int, default=0)
     c.add_argument("--no-bf16", action="store_true", help="train in float32")

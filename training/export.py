@@ -26,7 +26,12 @@ HANDLERS = Path(service.handlers.__file__).parent
 NETS = Path(training.nets.__file__).parent
 
 #: The handler file serving each kind of model.
-HANDLER_FOR_KIND = {"classifier": "classifier.py", "derl": "classifier.py"}
+HANDLER_FOR_KIND = {
+    "classifier": "classifier.py",
+    "derl": "classifier.py",
+    "transfer": "generator.py",
+    "frontalizer": "generator.py",
+}
 
 #: Per-model TorchServe settings carried inside the archive (model-config.yaml).
 MODEL_CONFIG = """\

@@ -90,7 +90,8 @@ class ClassifierHandler:
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         model.load_state_dict(state)
         # channels_last is ~1.5x faster for these convnets on CPU and harmless on GPU.
-        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
+        model = model.to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model.eval()
         self.metadata = metadata
         self.classes = list(metadata["classes"])
         self.initialized = True
@@ -125,8 +126,7 @@ class ClassifierHandler:
         if not isinstance(payload, bytes) or not payload:
             raise PredictionException("request body must be an image or {'image': base64}", 400)
         try:
-            image = Image.open(io.BytesIO(payload))
-            image = image.convert("L")
+            image: Image.Image = Image.open(io.BytesIO(payload)).convert("L")
         except Exception as exc:  # noqa: BLE001 - any decoder error is the client's input
             raise PredictionException(f"cannot decode the face crop: {exc}", 400) from exc
         size = self.input_size
@@ -156,7 +156,7 @@ class ClassifierHandler:
         want = getattr(self, "_want_neutral", [])
         with torch.inference_mode():
             if any(want) and hasattr(self.model, "forward_all"):
-                logits, _, neutral = self.model.forward_all(x)
+                logits, _, neutral = self.model.forward_all(x)  # type: ignore[operator]
                 self._neutral = (
                     ((neutral.float().clamp(-1, 1) + 1) * 127.5).round().byte()[:, 0].cpu().numpy()
                 )

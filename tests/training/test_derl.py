@@ -106,7 +106,7 @@ def stage2(gan_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dic
         net_kwargs={**TINY, "local_width": 16, "local_fc": 32, "dropout": 0.0},
         epochs=8,
         batch_size=32,
-        lr=0.05,
+        lr=0.02,
         warmup_epochs=1,
         bf16=False,
         mean=0.5,

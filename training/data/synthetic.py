@@ -386,8 +386,8 @@ def _paint_hair(tex: _Texture, who: Identity) -> None:
     shape = tex.phi_to_px(np.concatenate([phi, phi[::-1]]), np.concatenate([line, top[::-1]]))
     mask = tex.paint([shape], who.hair, blur=0.006)
     # Strands: a fixed streak pattern per person.
-    streaks = np.random.default_rng([0x4A12, who.seed]).normal(0, 1, tex.cols).astype(np.float32)
-    streaks = np.convolve(streaks, np.ones(5, np.float32) / 5, mode="same")
+    noise = np.random.default_rng([0x4A12, who.seed]).normal(0, 1, tex.cols)
+    streaks = np.convolve(noise, np.ones(5) / 5, mode="same").astype(np.float32)
     h, w = mask.values.shape
     window = tex.albedo[mask.y0 : mask.y0 + h, mask.x0 : mask.x0 + w]
     window *= 1 + 0.12 * mask.values * streaks[None, mask.x0 : mask.x0 + w]

@@ -105,7 +105,7 @@ def _schedule(cfg: ClassifierConfig, steps_per_epoch: int) -> Any:
 def _forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Final logits and auxiliary logits (DeRL's 4 local CNNs; none for plain CNNs)."""
     if hasattr(model, "forward_all"):
-        final, local_logits, _ = model.forward_all(x)
+        final, local_logits, _ = model.forward_all(x)  # type: ignore[operator]
         return final, list(local_logits)
     return model(x), []
 
@@ -124,7 +124,11 @@ def train_classifier(
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train, checkpoint every epoch, select on `val`; returns the best validation summary."""
+    """Train, checkpoint every epoch, select on `val`; returns the best validation summary.
+
+    `resume` continues from `out/last.pt` with its saved configuration, except `cfg.epochs`,
+    which may extend (or shorten) the run.
+    """
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -135,12 +139,14 @@ def train_classifier(
     state: dict[str, Any] | None = None
     if resume and (out / checkpoint.LAST).exists():
         state = checkpoint.load(out / checkpoint.LAST)
+        epochs = cfg.epochs
         cfg = _config_from_dict(state["config"])
+        cfg.epochs = epochs
         meta = state["metadata"]
         log.info("resuming %s from epoch %d", out, state["epoch"])
 
     torch.manual_seed(cfg.seed)
-    model = build_net(cfg.net, cfg.net_kwargs)
+    model: Any = build_net(cfg.net, cfg.net_kwargs)
     if hasattr(model, "freeze_generator"):  # DeRL stage 2: the stage-1 generator, frozen
         if state is None:
             if not cfg.generator:
@@ -152,17 +158,21 @@ def train_classifier(
     params = sum(p.numel() for p in model.parameters())
     log.info("%s: %d parameters", cfg.net, params)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in trainable if p.ndim > 1]
     no_decay = [p for p in trainable if p.ndim <= 1]
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay},
+    ]
     opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
+        groups,
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=True,
     )
     n = len(train)
-    steps = n // cfg.batch_size
+    steps = max(1, n // cfg.batch_size)  # a set smaller than one batch is one batch
     if cfg.limit_batches:
         steps = min(steps, cfg.limit_batches)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, steps))
@@ -175,6 +185,8 @@ def train_classifier(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["rng"])
+        if "torch_rng" in state:  # dropout draws from torch's global RNG (older: absent)
+            torch.set_rng_state(state["torch_rng"])
         history = state["history"]
         best = state["best"]
         start = state["epoch"]
@@ -242,6 +254,7 @@ def train_classifier(
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "rng": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
             "config": asdict(cfg),
             "metadata": meta,
             "history": history,

@@ -1,0 +1,232 @@
+"""Queued jobs: `GET /jobs/{id}`, `GET /jobs/{id}/result`, `DELETE /jobs/{id}`.
+
+The routes that create jobs (`POST /transfer`, later `POST /frontalize`) answer with
+`job_accepted` and, when asked to wait, with `result_response`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from service.api.deps import ServicesDep
+from service.errors import ProblemError, problem_responses
+from service.jobs import JobQueue, JobRecord
+from service.schemas import JobResult, JobStatus, ResultImage
+
+router = APIRouter(tags=["jobs"])
+
+#: Longest `?wait=` in seconds: a client that wants longer polls again.
+MAX_WAIT = 60.0
+
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+PNG = "image/png"
+JSON = "application/json"
+
+#: OpenAPI description of a job's result (200), shared with the routes that create jobs.
+RESULT_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The job's image (`image/png`), or its description as JSON when the "
+        "request's `Accept` prefers `application/json`.",
+        "content": {
+            PNG: {"schema": {"type": "string", "format": "binary"}},
+            JSON: {"schema": {"$ref": "#/components/schemas/JobResult"}},
+        },
+    }
+}
+
+WaitQuery = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT,
+        description=f"seconds (at most {MAX_WAIT:g}) to wait for the job to finish before "
+        "answering",
+    ),
+]
+
+
+def get_jobs(services: ServicesDep) -> JobQueue:
+    """The app's job queue."""
+    if services.jobs is None:
+        raise ProblemError("queue-unavailable", "the job queue is not started", retry_after=1)
+    return services.jobs
+
+
+JobsDep = Annotated[JobQueue, Depends(get_jobs)]
+
+
+def _not_found(job_id: str) -> ProblemError:
+    return ProblemError(
+        "job-not-found", f"no job '{job_id}'; it never existed, expired or was deleted"
+    )
+
+
+async def find_job(jobs: JobQueue, job_id: str, wait: float = 0.0) -> JobRecord:
+    """The job (after waiting up to `wait` seconds for it to finish), or 404."""
+    record = await jobs.get(job_id) if JOB_ID.match(job_id) else None
+    if record is not None and wait > 0 and not record.finished:
+        record = await jobs.wait(job_id, wait)
+    if record is None:
+        raise _not_found(job_id)
+    return record
+
+
+def job_status(request: Request, record: JobRecord) -> JobStatus:
+    """The HTTP view of a job."""
+    result_url = (
+        str(request.url_for("get_job_result", job_id=record.id))
+        if record.status == "succeeded"
+        else None
+    )
+    return JobStatus(
+        id=record.id,
+        kind=record.kind,
+        status=record.status,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at,
+        expires_at=record.expires_at,
+        attempts=record.attempts,
+        params=record.params,
+        error=record.error,
+        url=str(request.url_for("get_job", job_id=record.id)),
+        result_url=result_url,
+    )
+
+
+def job_accepted(request: Request, record: JobRecord, created: bool) -> JSONResponse:
+    """202 with the job's status and its address in `Location`."""
+    status = job_status(request, record)
+    headers = {"Location": status.url}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(status.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+def _quality(accept: str, media_type: str) -> float:
+    """The q-value `accept` gives `media_type` (its most specific matching range)."""
+    main = media_type.split("/")[0]
+    best, specificity = 0.0, -1
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        kind = fields[0].lower()
+        rank = {media_type: 2, f"{main}/*": 1, "*/*": 0}.get(kind)
+        if rank is None or rank < specificity:
+            continue
+        q = 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        best, specificity = q, rank
+    return best
+
+
+def wants_json(request: Request) -> bool:
+    """Whether the request's Accept header prefers JSON to PNG (PNG on a tie)."""
+    accept = request.headers.get("accept", "")
+    return bool(accept) and _quality(accept, JSON) > _quality(accept, PNG)
+
+
+async def result_response(request: Request, jobs: JobQueue, record: JobRecord) -> Response:
+    """The result of a job: the PNG or its JSON description (200); 409 while it runs or
+    when it failed."""
+    if record.status == "failed":
+        error = record.error
+        raise ProblemError(
+            "job-failed",
+            f"job '{record.id}' failed: {error.detail if error else 'no reason recorded'}",
+            extra={"error": error.model_dump(exclude_none=True)} if error else None,
+        )
+    if record.status != "succeeded" or record.outcome is None:
+        raise ProblemError(
+            "job-not-finished",
+            f"job '{record.id}' is {record.status}; poll GET "
+            f"{request.url_for('get_job', job_id=record.id)} or add ?wait=N",
+            retry_after=1,
+            extra={"status": record.status},
+        )
+    url = str(request.url_for("get_job_result", job_id=record.id))
+    headers = {"Vary": "Accept", "Location": str(request.url_for("get_job", job_id=record.id))}
+    if wants_json(request):
+        assert record.finished_at is not None
+        outcome = record.outcome
+        body = JobResult(
+            id=record.id,
+            kind=record.kind,
+            model=outcome.model,
+            image=ResultImage(width=outcome.width, height=outcome.height, url=url),
+            inputs=outcome.inputs,
+            created_at=record.created_at,
+            finished_at=record.finished_at,
+        )
+        return JSONResponse(body.model_dump(mode="json"), headers=headers)
+    image = await jobs.result(record.id)
+    if image is None:  # expired between the two reads
+        raise _not_found(record.id)
+    headers["Content-Disposition"] = f'inline; filename="{record.id}.png"'
+    return Response(image, media_type=PNG, headers=headers)
+
+
+JobId = Annotated[str, Path(description="the job's id, as `POST /transfer` returned it")]
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobStatus,
+    summary="The status of a job",
+    responses=problem_responses("job-not-found", "queue-unavailable"),
+)
+async def get_job(job_id: JobId, request: Request, jobs: JobsDep) -> JobStatus:
+    """Where the job stands (`queued`, `running`, `succeeded`, `failed`), its timestamps,
+    the problem it failed with, and the address of its result once it succeeded. Jobs are
+    kept for `FER_JOB_TTL` seconds after they finish (see `expires_at`)."""
+    return job_status(request, await find_job(jobs, job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    summary="The result of a job",
+    response_class=Response,
+    responses={
+        **RESULT_RESPONSE,
+        **problem_responses(
+            "job-not-found",
+            "job-not-finished",
+            "job-failed",
+            "invalid-request",
+            "queue-unavailable",
+        ),
+    },
+)
+async def get_job_result(
+    job_id: JobId, request: Request, jobs: JobsDep, wait: WaitQuery = 0.0
+) -> Response:
+    """The generated image as `image/png`, or, with `Accept: application/json`, its size,
+    the model that made it and the face used from each upload. 409 `job-not-finished`
+    while the job is queued or running (after waiting `wait` seconds), 409 `job-failed`
+    with the job's `error` when it failed."""
+    return await result_response(request, jobs, await find_job(jobs, job_id, wait))
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a job",
+    responses=problem_responses("job-not-found", "queue-unavailable"),
+)
+async def delete_job(job_id: JobId, jobs: JobsDep) -> Response:
+    """Forget the job, its uploaded images and its result now rather than at expiry. A job
+    that is running finishes, but what it produces is dropped."""
+    if not (JOB_ID.match(job_id) and await jobs.delete(job_id)):
+        raise _not_found(job_id)
+    return Response(status_code=204)

@@ -1,0 +1,105 @@
+"""The gateway application: `create_app(settings)` wires routes, lifespan and errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI
+
+from service import catalog
+from service.api import classify, health, models
+from service.api.deps import Services
+from service.errors import document_problems, install_error_handlers
+from service.faces import FaceDetector, RetinaFaceDetector
+from service.imaging import configure_pillow
+from service.inference import InferenceBackend, make_backend
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Facial expression recognition as a REST service.
+
+`POST /classify` finds every face in a photo (box, 5 landmarks), aligns each one to the
+crop its model was trained on and returns the probabilities of the 7 FER2013 expressions
+(angry, disgust, fear, happy, sad, surprise, neutral). Errors are
+`application/problem+json` documents whose `type` identifies the kind of error.
+"""
+
+
+def _version() -> str:
+    try:
+        return version("fer-service")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+class Gateway(FastAPI):
+    """FastAPI whose OpenAPI document describes the problem+json errors as they are sent."""
+
+    def openapi(self) -> dict[str, Any]:
+        if not self.openapi_schema:
+            self.openapi_schema = document_problems(super().openapi())
+        return self.openapi_schema
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    detector: FaceDetector | None = None,
+    backend: InferenceBackend | None = None,
+) -> FastAPI:
+    """The gateway app. Models load, and the detector starts, in the app's lifespan.
+
+    `detector` and `backend` default to what `settings` describe (RetinaFace, and the
+    backend `settings.backend` names).
+    """
+    settings = settings or Settings()
+    configure_pillow(settings.max_pixels)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        entries = catalog.scan(settings.model_store, settings.models)
+        if not entries:
+            log.error("no model archive in %s", settings.model_store)
+        face_detector = detector or RetinaFaceDetector(
+            score_threshold=settings.detector_score_threshold,
+            max_side=settings.detector_max_side,
+            threads=settings.detector_threads,
+        )
+        inference = backend or make_backend(settings)
+        await inference.start(list(entries.values()))
+        app.state.services = Services(
+            settings=settings,
+            catalog=entries,
+            default_model=catalog.default_classifier(entries, settings.default_model),
+            detector=face_detector,
+            backend=inference,
+        )
+        log.info(
+            "serving %s with the %s backend (default model %s)",
+            ", ".join(entries) or "no models",
+            settings.backend,
+            app.state.services.default_model,
+        )
+        try:
+            yield
+        finally:
+            del app.state.services
+            await inference.close()
+
+    app = Gateway(
+        title="fer-service",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(classify.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app

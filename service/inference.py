@@ -1,0 +1,343 @@
+"""Inference backends: where the models of the model store run.
+
+`InferenceBackend` is all the gateway knows: start with the models to serve, predict
+aligned face crops with one model (or generate a face from named crops, for the transfer
+and frontalization jobs), report whether a model is ready, close. Two backends implement
+it and differ only in transport:
+
+- `LocalBackend` unpacks the `.mar` files with `service.archive.open_archive` and runs
+  their handlers in this process, off the event loop, one call at a time per model;
+- `TorchServeBackend` posts each crop to TorchServe's inference API (which batches
+  concurrent requests) through one shared `httpx.AsyncClient`, and asks its management
+  API for readiness.
+
+Both send the handler the same bytes (each crop as a PNG file; for `generate`, one JSON
+object of base64 PNGs by input name), so their answers agree.
+Failures are `BackendError`s, which the gateway serves as 502/503/504 problems.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+from PIL import Image
+from pydantic import ValidationError
+
+from service.archive import LoadedArchive, open_archive
+from service.catalog import ModelEntry
+from service.errors import ProblemError
+from service.schemas import Generation, Prediction
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(ProblemError):
+    """The backend failed to answer (502 `backend-error`)."""
+
+    slug = "backend-error"
+
+    def __init__(self, detail: str, retry_after: int | None = None) -> None:
+        super().__init__(self.slug, detail, retry_after=retry_after)
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached or has no capacity now (503, with Retry-After)."""
+
+    slug = "backend-unavailable"
+
+
+class ModelNotReady(BackendError):
+    """The model is not loaded (yet) in the backend (503, with Retry-After)."""
+
+    slug = "model-not-ready"
+
+
+class BackendTimeout(BackendError):
+    """The backend did not answer in time (504)."""
+
+    slug = "backend-timeout"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Whether a model can answer now, and why not."""
+
+    ready: bool
+    detail: str
+
+
+class InferenceBackend(Protocol):
+    """Runs the models of the model store on aligned face crops."""
+
+    async def start(self, models: Sequence[ModelEntry]) -> None:
+        """Prepare to serve `models` (load them, or open connections)."""
+        ...
+
+    async def close(self) -> None:
+        """Release what `start` acquired."""
+        ...
+
+    async def predict(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> list[Prediction]:
+        """One prediction per crop; each crop is uint8 [S, S] (gray) or [S, S, 3] (RGB) as
+        `model.input` asks."""
+        ...
+
+    async def generate(self, model: ModelEntry, inputs: Mapping[str, np.ndarray]) -> Generation:
+        """The image a generating model (transfer, frontalizer) makes from named crops, each
+        uint8 as `model.input` asks (e.g. `{"face": ..., "expression": ...}`)."""
+        ...
+
+    async def status(self, model: ModelEntry) -> ModelStatus:
+        """Whether `model` can answer now."""
+        ...
+
+
+def encode_crop(crop: np.ndarray) -> bytes:
+    """A face crop as the PNG file the handlers take as a request body."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(crop, dtype=np.uint8)).save(
+        buf, format="PNG", compress_level=1
+    )
+    return buf.getvalue()
+
+
+def generation_request(inputs: Mapping[str, np.ndarray]) -> bytes:
+    """The JSON body a generating handler takes: `{name: base64 PNG of the crop}`."""
+    return json.dumps(
+        {name: base64.b64encode(encode_crop(crop)).decode("ascii") for name, crop in inputs.items()}
+    ).encode()
+
+
+def _generation(rows: Any, source: str) -> Generation:
+    row = rows[0] if isinstance(rows, list) and len(rows) == 1 else rows
+    try:
+        return Generation.model_validate(row)
+    except ValidationError as exc:
+        raise BackendError(f"{source} returned a malformed image: {exc}") from exc
+
+
+def _predictions(rows: Any, expected: int, source: str) -> list[Prediction]:
+    if not isinstance(rows, list) or len(rows) != expected:
+        raise BackendError(f"{source} returned {type(rows).__name__}, not {expected} results")
+    try:
+        return [Prediction.model_validate(r) for r in rows]
+    except ValidationError as exc:
+        raise BackendError(f"{source} returned a malformed prediction: {exc}") from exc
+
+
+class LocalBackend:
+    """Runs the archives' own handlers in this process (the embedded default)."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir
+        self._loaded: dict[str, LoadedArchive] = {}
+        self._failed: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def start(self, models: Sequence[ModelEntry]) -> None:
+        """Load every archive (in a worker thread); one that fails is reported not ready."""
+        for entry in models:
+            try:
+                loaded = await asyncio.to_thread(open_archive, entry.path, self.cache_dir)
+            except Exception as exc:  # noqa: BLE001 - a broken archive must not stop the rest
+                log.exception("cannot load %s", entry.path)
+                self._failed[entry.name] = f"failed to load: {exc}"
+                continue
+            self._loaded[entry.name] = loaded
+            self._locks[entry.name] = asyncio.Lock()
+            log.info("loaded %s %s from %s", entry.name, entry.version, entry.path)
+
+    async def close(self) -> None:
+        """Drop the loaded models."""
+        self._loaded.clear()
+        self._locks.clear()
+
+    async def predict(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> list[Prediction]:
+        """Run all crops through the model's handler as one batch, off the event loop."""
+        loaded = self._loaded.get(model.name)
+        if loaded is None:
+            detail = self._failed.get(model.name, "not loaded")
+            raise ModelNotReady(f"model '{model.name}' {detail}")
+        if not crops:
+            return []
+        rows = await self._handle(loaded, [{"body": encode_crop(c)} for c in crops])
+        return _predictions(rows, len(crops), f"model '{model.name}'")
+
+    async def generate(self, model: ModelEntry, inputs: Mapping[str, np.ndarray]) -> Generation:
+        """One request with every named crop, through the model's handler."""
+        loaded = self._loaded.get(model.name)
+        if loaded is None:
+            detail = self._failed.get(model.name, "not loaded")
+            raise ModelNotReady(f"model '{model.name}' {detail}")
+        rows = await self._handle(loaded, [{"body": generation_request(inputs)}])
+        return _generation(rows, f"model '{model.name}'")
+
+    async def _handle(self, loaded: LoadedArchive, batch: list[dict[str, Any]]) -> Any:
+        async with self._locks[loaded.name]:  # handlers are not meant to run concurrently
+            try:
+                return await asyncio.to_thread(loaded.handler.handle, batch, loaded.context)
+            except Exception as exc:  # noqa: BLE001 - the handler's failure, not the client's
+                log.exception("model %s failed", loaded.name)
+                raise BackendError(f"model '{loaded.name}' failed: {exc}") from exc
+
+    async def status(self, model: ModelEntry) -> ModelStatus:
+        """Ready once its archive is loaded."""
+        if model.name in self._loaded:
+            return ModelStatus(True, "loaded")
+        return ModelStatus(False, self._failed.get(model.name, "not loaded"))
+
+
+class TorchServeBackend:
+    """Sends crops to a TorchServe that serves the same `.mar` files."""
+
+    def __init__(
+        self,
+        inference_url: str,
+        management_url: str,
+        timeout: float = 30.0,
+        connect_timeout: float = 2.0,
+        max_connections: int = 64,
+        retry_after: int = 5,
+    ) -> None:
+        self.inference_url = inference_url.rstrip("/")
+        self.management_url = management_url.rstrip("/")
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self.retry_after = retry_after
+        self._client: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TorchServeBackend:
+        """A backend for the TorchServe that `settings` point at."""
+        return cls(
+            str(settings.torchserve_url),
+            str(settings.torchserve_management_url),
+            timeout=settings.torchserve_timeout,
+            connect_timeout=settings.torchserve_connect_timeout,
+            max_connections=settings.torchserve_max_connections,
+            retry_after=settings.retry_after,
+        )
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise BackendUnavailable("the TorchServe client is not started", self.retry_after)
+        return self._client
+
+    async def start(self, models: Sequence[ModelEntry]) -> None:
+        """Open the shared client; TorchServe loads the models itself."""
+        self._client = httpx.AsyncClient(timeout=self.timeout, limits=self.limits)
+
+    async def close(self) -> None:
+        """Close the shared client."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _model_path(self, model: ModelEntry) -> str:
+        return f"{model.name}/{model.version}" if model.version else model.name
+
+    async def predict(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> list[Prediction]:
+        """One request per crop, concurrently; TorchServe batches them on its side."""
+        if not crops:
+            return []
+        results = await asyncio.gather(
+            *(self._predict_one(model, encode_crop(c)) for c in crops), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return _predictions(results, len(crops), "TorchServe")
+
+    async def generate(self, model: ModelEntry, inputs: Mapping[str, np.ndarray]) -> Generation:
+        """One JSON request with every named crop."""
+        row = await self._predict_one(model, generation_request(inputs), "application/json")
+        return _generation(row, "TorchServe")
+
+    async def _predict_one(
+        self, model: ModelEntry, body: bytes, content_type: str = "image/png"
+    ) -> Any:
+        url = f"{self.inference_url}/predictions/{self._model_path(model)}"
+        try:
+            response = await self.client.post(
+                url, content=body, headers={"Content-Type": content_type}
+            )
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(
+                f"TorchServe did not answer for model '{model.name}' in time ({exc!r})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(
+                f"cannot reach TorchServe at {self.inference_url}: {exc!r}", self.retry_after
+            ) from exc
+        status = response.status_code
+        if status == 200:
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise BackendError("TorchServe returned a body that is not JSON") from exc
+        message = _torchserve_message(response)
+        if status == 404:
+            raise ModelNotReady(
+                f"TorchServe has no model '{model.name}' version '{model.version}': {message}",
+                self.retry_after,
+            )
+        if status in (503, 507):  # no worker free / worker died / out of memory
+            raise BackendUnavailable(
+                f"TorchServe cannot serve '{model.name}' now ({status}): {message}",
+                self.retry_after,
+            )
+        if status in (408, 504):
+            raise BackendTimeout(f"TorchServe timed out on '{model.name}' ({status}): {message}")
+        raise BackendError(f"TorchServe answered {status} for model '{model.name}': {message}")
+
+    async def status(self, model: ModelEntry) -> ModelStatus:
+        """Ready when TorchServe's management API lists a READY worker for the model."""
+        url = f"{self.management_url}/models/{self._model_path(model)}"
+        try:
+            response = await self.client.get(url)
+        except (httpx.HTTPError, BackendError) as exc:
+            return ModelStatus(False, f"cannot reach the TorchServe management API: {exc!r}")
+        if response.status_code != 200:
+            message = _torchserve_message(response)
+            return ModelStatus(False, f"TorchServe answered {response.status_code}: {message}")
+        try:
+            described = response.json()
+            workers = [w for d in described for w in d.get("workers", [])]
+        except (ValueError, TypeError, AttributeError):
+            return ModelStatus(False, "TorchServe's model description is not readable")
+        ready = sum(1 for w in workers if w.get("status") == "READY")
+        if ready:
+            return ModelStatus(True, f"{ready} of {len(workers)} TorchServe workers ready")
+        return ModelStatus(False, f"no ready TorchServe worker (of {len(workers)})")
+
+
+def _torchserve_message(response: httpx.Response) -> str:
+    """TorchServe's error JSON `{"code", "type", "message"}` as one line, or the raw text."""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and "message" in body:
+            return str(body["message"])[:300]
+    except ValueError:
+        pass
+    return response.text[:300]
+
+
+def make_backend(settings: Settings) -> InferenceBackend:
+    """The backend `settings.backend` names."""
+    if settings.backend == "torchserve":
+        return TorchServeBackend.from_settings(settings)
+    return LocalBackend()

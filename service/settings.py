@@ -1,0 +1,149 @@
+"""The gateway's one configuration object: environment variables with the prefix `FER_`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, RedisDsn, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository's model store, the default when FER_MODEL_STORE is not set.
+DEFAULT_MODEL_STORE = Path(__file__).resolve().parent.parent / "model_store"
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway; each one is read from `FER_<NAME>` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="FER_", extra="ignore")
+
+    backend: Literal["local", "torchserve"] = Field(
+        default="local",
+        description="where models run: `local` (in the gateway process, from the .mar "
+        "files) or `torchserve` (over HTTP)",
+    )
+    model_store: Path = Field(
+        default=DEFAULT_MODEL_STORE,
+        description="folder of the .mar archives (metadata in both modes)",
+    )
+    models: list[str] | None = Field(
+        default=None,
+        description="names of the archives to serve (JSON list); default: every .mar in the "
+        "model store",
+    )
+    default_model: str | None = Field(
+        default=None,
+        description="model for /classify without `model=`; default: derl if present, else "
+        "compact, else the first classifier",
+    )
+    torchserve_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:8080"), description="TorchServe inference API"
+    )
+    torchserve_management_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:8081"), description="TorchServe management API"
+    )
+    torchserve_timeout: float = Field(
+        default=30.0, gt=0, description="seconds to wait for one TorchServe prediction"
+    )
+    torchserve_connect_timeout: float = Field(
+        default=2.0, gt=0, description="seconds to wait for a connection to TorchServe"
+    )
+    torchserve_max_connections: int = Field(
+        default=64, ge=1, description="connections the gateway keeps open to TorchServe"
+    )
+    retry_after: int = Field(
+        default=5, ge=1, description="seconds put in Retry-After when a backend is unavailable"
+    )
+    max_upload_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="largest accepted image file, in bytes"
+    )
+    max_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="largest accepted image, in pixels (width x height, read from the "
+        "header before decoding; larger ones get 413)",
+    )
+    max_faces: int = Field(
+        default=50, ge=1, description="most faces classified per image (the largest are kept)"
+    )
+    detector_score_threshold: float = Field(
+        default=0.8, gt=0, lt=1, description="face detector confidence threshold"
+    )
+    detector_max_side: int = Field(
+        default=640, ge=64, description="images are downscaled to this longer side for detection"
+    )
+    decode_min_side: int = Field(
+        default=1280,
+        ge=64,
+        description="JPEGs over twice this longer side are decoded at a reduced DCT scale "
+        "that keeps at least this longer side (much faster for camera photos)",
+    )
+    detector_threads: int = Field(
+        default=1, ge=1, description="onnxruntime threads of the detector"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # -- jobs (/transfer, /frontalize): service/jobs.py --------------------------------------
+    jobs: Literal["local", "celery"] = Field(
+        default="local",
+        description="where queued jobs run: `local` (a bounded pool in the gateway process) "
+        "or `celery` (worker processes, Redis broker and results)",
+    )
+    redis_url: RedisDsn = Field(
+        default=RedisDsn("redis://127.0.0.1:6379/0"),
+        description="Redis of the job queue (broker, job records, inputs and results)",
+    )
+    redis_prefix: str = Field(
+        default="fer:", description="prefix of every Redis key fer-service writes"
+    )
+    redis_timeout: float = Field(
+        default=2.0, gt=0, description="seconds to wait for Redis (connect and each command)"
+    )
+    job_ttl: int = Field(
+        default=3600,
+        ge=1,
+        description="seconds a job is kept: its uploaded images until it finishes (then they "
+        "are deleted), its status and result from when it finishes",
+    )
+    job_timeout: float = Field(
+        default=120.0, gt=0, description="seconds one run of a job may take (then it fails)"
+    )
+    job_retries: int = Field(
+        default=3,
+        ge=0,
+        description="retries of a job whose inference backend is unavailable, not ready or "
+        "timed out",
+    )
+    job_retry_backoff: float = Field(
+        default=2.0,
+        gt=0,
+        description="seconds before the first retry; doubled for each further one (at most 60 s)",
+    )
+    job_visibility_timeout: int = Field(
+        default=600,
+        ge=1,
+        description="seconds after which a job taken by a worker that died is delivered "
+        "again; must exceed the longest job (job_timeout plus the longest retry delay)",
+    )
+    job_queue_size: int = Field(
+        default=64, ge=1, description="local jobs: most jobs queued or running at once"
+    )
+    job_workers: int = Field(
+        default=1, ge=1, description="local jobs: jobs run at the same time in the gateway"
+    )
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_jobs(self) -> Settings:
+        longest = self.job_timeout + self.retry_delay(self.job_retries)
+        if self.job_visibility_timeout <= longest:
+            raise ValueError(
+                f"job_visibility_timeout ({self.job_visibility_timeout} s) must exceed the "
+                f"longest job: job_timeout + the longest retry delay = {longest:g} s"
+            )
+        return self
+
+    def retry_delay(self, retry: int) -> float:
+        """Seconds to wait before retry number `retry` (1 = the first) of a job."""
+        if retry <= 0:
+            return 0.0
+        return float(min(60.0, self.job_retry_backoff * 2 ** (retry - 1)))

@@ -1,0 +1,116 @@
+"""The Celery app of the job workers: `fer-service worker`, or `celery --app service.worker
+worker` (the Dockerfile's `worker` target runs the former; its healthcheck uses the latter).
+
+Configured from the same `FER_*` settings as the gateway (`service.jobs.celery_config`).
+Each pool process builds its own `JobRuntime` once, after the fork: the face detector, the
+inference backend (FER_BACKEND: the archives in process, or TorchServe) started with the
+models the job kinds use, and an event loop that every job of that process runs on. The
+task itself is `service.jobs.execute`; transient Redis errors are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from service.jobs import RUN_JOB, JobMessage, RedisJobStore, celery_config, execute
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+settings = Settings()
+app = Celery("fer-service", set_as_current=True)
+app.conf.update(celery_config(settings))
+
+
+@dataclass
+class WorkerRuntime:
+    """What one worker process runs jobs with."""
+
+    loop: asyncio.AbstractEventLoop
+    store: RedisJobStore
+    runtime: Any  # service.jobkinds.JobRuntime
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerRuntime:
+        """Load the detector and the models of every job kind (those in the store)."""
+        from service import catalog
+        from service.faces import RetinaFaceDetector
+        from service.imaging import configure_pillow
+        from service.inference import make_backend
+        from service.jobkinds import KINDS, JobRuntime
+
+        configure_pillow(settings.max_pixels)
+        loop = asyncio.new_event_loop()
+        entries = catalog.scan(settings.model_store, settings.models)
+        wanted = {k.model for k in KINDS.values()}
+        missing = sorted(wanted - set(entries))
+        if missing:
+            log.warning("the model store %s lacks %s", settings.model_store, ", ".join(missing))
+        backend = make_backend(settings)
+        loop.run_until_complete(backend.start([e for n, e in entries.items() if n in wanted]))
+        detector = RetinaFaceDetector(
+            score_threshold=settings.detector_score_threshold,
+            max_side=settings.detector_max_side,
+            threads=settings.detector_threads,
+        )
+        store = RedisJobStore(
+            str(settings.redis_url), settings.redis_prefix, settings.redis_timeout
+        )
+        return cls(loop, store, JobRuntime(settings, entries, detector, backend))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.runtime.backend.close())
+        self.loop.run_until_complete(self.store.close())
+        self.loop.close()
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def runtime() -> WorkerRuntime:
+    """This process's runtime, built on first use."""
+    global _runtime
+    if _runtime is None:
+        _runtime = WorkerRuntime.build(settings)
+    return _runtime
+
+
+@worker_process_init.connect
+def _load(**_: Any) -> None:
+    """Load the models when a pool process starts, not on its first job."""
+    runtime()
+
+
+@worker_process_shutdown.connect
+def _unload(**_: Any) -> None:
+    global _runtime
+    if _runtime is not None:
+        _runtime.close()
+        _runtime = None
+
+
+# max_retries=None: retries after backend errors are counted (and bounded) by `execute`.
+@app.task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def run_job(self: Task, message: dict[str, Any]) -> dict[str, Any]:
+    """Run one job (a `JobMessage`); returns its id and status (Celery's result)."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    job = JobMessage.model_validate(message)
+    rt = runtime()
+    try:
+        ran = rt.loop.run_until_complete(execute(job.job_id, rt.store, rt.runtime))
+    except (ConnectionError, TimeoutError) as exc:
+        retry = self.request.retries + 1
+        log.warning("job %s: Redis failed (%s); retry %d", job.job_id, exc, retry)
+        raise self.retry(
+            exc=exc, countdown=settings.retry_delay(retry), max_retries=settings.job_retries
+        ) from exc
+    if ran.retry_in is not None:
+        raise self.retry(countdown=ran.retry_in)
+    return {"job": job.job_id, "status": ran.status}

@@ -1,0 +1,123 @@
+"""TorchServeBackend and LocalBackend give the same answers, through the whole gateway.
+
+Both serve the same `.mar` (the session's `model_store`); the gateway detects and aligns
+the faces of real photos once per app and each backend classifies the crops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.app import create_app
+from service.catalog import scan
+from service.faces import RetinaFaceDetector, crops_for
+from service.inference import LocalBackend, ModelNotReady, TorchServeBackend
+from service.settings import Settings
+from service.torchserve import TorchServe
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+PHOTOS = ["astronaut.jpg", "grace_hopper.jpg", "multi_face.jpg", "no_face.jpg"]
+TOLERANCE = 1e-5
+
+
+def real_crops(spec_store: Path) -> list[np.ndarray]:
+    """The aligned face crops of the test photos (7 faces)."""
+    entry = scan(spec_store)["compact"]
+    detector = RetinaFaceDetector()
+    crops: list[np.ndarray] = []
+    for name in PHOTOS:
+        image = Image.open(DATA / name).convert("RGB")
+        crops += crops_for(image, detector.detect(np.asarray(image)), entry.input)
+    return crops
+
+
+def test_backends_agree_on_face_crops(torchserve: TorchServe, model_store: Path) -> None:
+    entry = scan(model_store)["compact"]
+    crops = real_crops(model_store)
+    assert len(crops) == 7
+
+    async def both() -> tuple[list, list]:
+        local = LocalBackend()
+        remote = TorchServeBackend(torchserve.inference_url, torchserve.management_url)
+        await local.start([entry])
+        await remote.start([entry])
+        try:
+            assert (await remote.status(entry)).ready
+            return await local.predict(entry, crops), await remote.predict(entry, crops)
+        finally:
+            await local.close()
+            await remote.close()
+
+    mine, theirs = asyncio.run(both())
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.label == b.label
+        for c in entry.classes:
+            assert abs(a.probabilities[c] - b.probabilities[c]) <= TOLERANCE
+
+
+def test_unknown_version_is_not_ready(torchserve: TorchServe, model_store: Path) -> None:
+    entry = scan(model_store)["compact"]
+    other = type(entry)(entry.name, "9.9-absent", entry.path, entry.metadata)
+
+    async def ask() -> None:
+        remote = TorchServeBackend(torchserve.inference_url, torchserve.management_url)
+        await remote.start([other])
+        try:
+            assert not (await remote.status(other)).ready
+            with pytest.raises(ModelNotReady) as info:
+                await remote.predict(other, [np.zeros((48, 48), np.uint8)])
+            assert info.value.retry_after
+        finally:
+            await remote.close()
+
+    asyncio.run(ask())
+
+
+@pytest.fixture(scope="module")
+def clients(torchserve: TorchServe, model_store: Path) -> Iterator[tuple[TestClient, TestClient]]:
+    """The gateway twice over the same store: embedded, and in front of TorchServe."""
+    common = {"model_store": model_store, "models": ["compact"]}
+    local = create_app(Settings(backend="local", **common))  # type: ignore[arg-type]
+    remote = create_app(
+        Settings(  # type: ignore[arg-type]
+            backend="torchserve",
+            torchserve_url=torchserve.inference_url,
+            torchserve_management_url=torchserve.management_url,
+            **common,
+        )
+    )
+    with TestClient(local) as a, TestClient(remote) as b:
+        yield a, b
+
+
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_gateway_answers_the_same_in_both_modes(
+    clients: tuple[TestClient, TestClient], photo: str
+) -> None:
+    data = (DATA / photo).read_bytes()
+    local, remote = (c.post("/classify", files={"image": (photo, data)}) for c in clients)
+    assert local.status_code == remote.status_code == 200, (local.text, remote.text)
+    a, b = local.json(), remote.json()
+    assert a["image"] == b["image"] and a["model"] == b["model"]
+    assert len(a["faces"]) == len(b["faces"])
+    for fa, fb in zip(a["faces"], b["faces"], strict=True):
+        assert fa["box"] == fb["box"] and fa["landmarks"] == fb["landmarks"]
+        assert fa["expression"] == fb["expression"]
+        for c, p in fa["probabilities"].items():
+            assert abs(p - fb["probabilities"][c]) <= TOLERANCE
+
+
+def test_torchserve_mode_is_ready(clients: tuple[TestClient, TestClient]) -> None:
+    _, remote = clients
+    r = remote.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert remote.get("/models").json()["models"][0]["ready"] is True

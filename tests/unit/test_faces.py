@@ -1,0 +1,114 @@
+"""service.faces: the RetinaFace detector, the similarity aligner, NMS."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from service.archive import InputSpec
+from service.faces import (
+    FRAMINGS,
+    RetinaFaceDetector,
+    align,
+    crops_for,
+    nms,
+    similarity_transform,
+)
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SPEC = InputSpec(size=48, channels=1, color="gray", mean=0.5, std=0.25, framing="fer2013")
+
+
+def similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:
+    a = math.radians(angle_deg)
+    rot = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    return np.hstack([rot, [[tx], [ty]]])
+
+
+def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def test_similarity_transform_recovers_a_known_one() -> None:
+    src = FRAMINGS["fer2013"] * 100
+    m = similarity(23.0, 1.7, 40.0, -12.0)
+    assert np.allclose(similarity_transform(src, apply(m, src)), m, atol=1e-9)
+
+
+def test_similarity_transform_never_reflects() -> None:
+    src = FRAMINGS["fer2013"] * 100
+    mirrored = src * [-1, 1]
+    m = similarity_transform(src, mirrored)
+    assert np.linalg.det(m[:, :2]) > 0
+
+
+@pytest.mark.parametrize(("angle", "scale"), [(0.0, 1.0), (-25.0, 6.0), (40.0, 0.6)])
+def test_align_puts_the_landmarks_on_the_template(angle: float, scale: float) -> None:
+    """Dots drawn at the 5 landmarks of a rotated, scaled face land where the framing
+    template says, within a pixel of the 48 px crop."""
+    size = 48
+    template = FRAMINGS["fer2013"] * size
+    # where the face sits in the photo: template -> photo
+    m = similarity(angle, scale * 4, 300.0, 250.0)
+    landmarks = apply(m, template - size / 2)
+    photo = Image.new("L", (700, 600), 0)
+    draw = ImageDraw.Draw(photo)
+    radius = max(2.0, scale * 4 * 0.8)
+    for x, y in landmarks:
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=255)
+    crop = np.asarray(align(photo, landmarks, size, "fer2013"), np.float64)
+    for tx, ty in template:
+        x0, y0 = int(tx) - 4, int(ty) - 4
+        window = crop[y0 : y0 + 9, x0 : x0 + 9]
+        assert window.sum() > 0
+        ys, xs = np.mgrid[y0 : y0 + 9, x0 : x0 + 9]
+        cx, cy = (xs * window).sum() / window.sum(), (ys * window).sum() / window.sum()
+        # pixel centres: Pillow's pixel (i, j) covers [i, i+1), its centre is i + 0.5
+        assert abs(cx + 0.5 - tx) < 1.0 and abs(cy + 0.5 - ty) < 1.0
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], dtype=float)
+    scores = np.array([0.8, 0.9, 0.7])
+    assert nms(boxes, scores, 0.4) == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def detector() -> RetinaFaceDetector:
+    return RetinaFaceDetector()
+
+
+def test_detector_finds_the_astronaut(detector: RetinaFaceDetector) -> None:
+    image = np.asarray(Image.open(DATA / "astronaut.jpg").convert("RGB"))
+    faces = detector.detect(image)
+    assert len(faces) == 1
+    face = faces[0]
+    x1, y1, x2, y2 = face.box
+    assert 150 < x1 < x2 < 300 and 30 < y1 < y2 < 200 and face.score > 0.95
+    eye_l, eye_r, nose, mouth_l, mouth_r = face.landmarks
+    assert eye_l[0] < nose[0] < eye_r[0] and mouth_l[0] < mouth_r[0]
+    assert max(eye_l[1], eye_r[1]) < nose[1] < min(mouth_l[1], mouth_r[1])
+
+
+def test_detector_finds_five_faces(detector: RetinaFaceDetector) -> None:
+    image = np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))
+    assert len(detector.detect(image)) == 5
+
+
+def test_detector_on_no_face_and_tiny_images(detector: RetinaFaceDetector) -> None:
+    assert detector.detect(np.asarray(Image.open(DATA / "no_face.jpg").convert("RGB"))) == []
+    assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
+    assert detector.detect(np.zeros((3, 2000, 3), np.uint8)) == []
+
+
+def test_crops_for_a_gray_model(detector: RetinaFaceDetector) -> None:
+    image = Image.open(DATA / "astronaut.jpg").convert("RGB")
+    faces = detector.detect(np.asarray(image))
+    (crop,) = crops_for(image, faces, SPEC)
+    assert crop.shape == (48, 48) and crop.dtype == np.uint8 and crop.std() > 20
+    rgb = SPEC.model_copy(update={"color": "rgb", "channels": 3})
+    assert crops_for(image, faces, rgb)[0].shape == (48, 48, 3)

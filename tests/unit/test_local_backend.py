@@ -1,0 +1,44 @@
+"""LocalBackend runs the archives' own handlers in process."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+
+from service.catalog import scan
+from service.inference import LocalBackend, ModelNotReady
+from service.settings import DEFAULT_MODEL_STORE
+
+
+def test_local_backend_predicts_and_reports_readiness() -> None:
+    entries = scan(DEFAULT_MODEL_STORE)
+    if "compact" not in entries:
+        pytest.fail(f"no compact.mar in {DEFAULT_MODEL_STORE}: run `make models`")
+    compact = entries["compact"]
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (48, 48), dtype=np.uint8) for _ in range(3)]
+
+    async def scenario() -> None:
+        backend = LocalBackend()
+        assert not (await backend.status(compact)).ready
+        with pytest.raises(ModelNotReady):
+            await backend.predict(compact, crops)
+        await backend.start([compact])
+        assert (await backend.status(compact)).ready
+        assert await backend.predict(compact, []) == []
+        predictions = await backend.predict(compact, crops)
+        assert len(predictions) == 3
+        for p in predictions:
+            assert set(p.probabilities) == set(compact.classes)
+            assert math.isclose(sum(p.probabilities.values()), 1.0, abs_tol=1e-9)
+            assert p.label == max(p.probabilities, key=p.probabilities.__getitem__)
+        # concurrent calls are serialised per model and each gets its own answer
+        many = await asyncio.gather(*(backend.predict(compact, [c]) for c in crops))
+        for one, batched in zip(many, predictions, strict=True):
+            assert one[0].label == batched.label
+        await backend.close()
+
+    asyncio.run(scenario())
