@@ -52,11 +52,12 @@ CMD ["fer-service", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 # ---------------------------------------------------------------------------------------------
 # The Celery worker runs the gateway's code against the same InferenceBackend.
+# `fer-service worker` is `celery --app service.worker worker` with the project's defaults.
 FROM gateway AS worker
 # Through sh for $HOSTNAME: ping this container's worker, not any worker of the broker.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["sh", "-c", "celery --app service.worker inspect ping --destination celery@$HOSTNAME --timeout 5"]
-CMD ["celery", "--app", "service.worker", "worker", "--loglevel", "INFO", "--concurrency", "1"]
+CMD ["fer-service", "worker", "--concurrency", "1", "--loglevel", "info"]
 
 # ---------------------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS torchserve-build

@@ -11,12 +11,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from service import catalog
-from service.api import classify, health, models
+from service.api import classify, health, jobs, models, transfer
 from service.api.deps import Services
 from service.errors import document_problems, install_error_handlers
 from service.faces import FaceDetector, RetinaFaceDetector
 from service.imaging import configure_pillow
 from service.inference import InferenceBackend, make_backend
+from service.jobkinds import JobRuntime
+from service.jobs import make_jobs
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,10 @@ Facial expression recognition as a REST service.
 crop its model was trained on and returns the probabilities of the 7 FER2013 expressions
 (angry, disgust, fear, happy, sad, surprise, neutral). Errors are
 `application/problem+json` documents whose `type` identifies the kind of error.
+
+`POST /transfer` queues an expression transfer between the faces of two photos and answers
+`202` with a job; `GET /jobs/{id}` tells where it stands and `GET /jobs/{id}/result` gives
+the generated face as a PNG.
 """
 
 
@@ -73,12 +79,15 @@ def create_app(
         )
         inference = backend or make_backend(settings)
         await inference.start(list(entries.values()))
+        job_queue = make_jobs(settings, JobRuntime(settings, entries, face_detector, inference))
+        await job_queue.start()
         app.state.services = Services(
             settings=settings,
             catalog=entries,
             default_model=catalog.default_classifier(entries, settings.default_model),
             detector=face_detector,
             backend=inference,
+            jobs=job_queue,
         )
         log.info(
             "serving %s with the %s backend (default model %s)",
@@ -90,6 +99,7 @@ def create_app(
             yield
         finally:
             del app.state.services
+            await job_queue.close()
             await inference.close()
 
     app = Gateway(
@@ -100,6 +110,8 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(classify.router)
+    app.include_router(transfer.router)
+    app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)
     return app

@@ -23,8 +23,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.handlers.classifier import load_module
-
 MANIFEST = "MAR-INF/MANIFEST.json"
 METADATA = "metadata.json"
 
@@ -116,6 +114,10 @@ def _unpack(path: Path, cache: Path) -> Path:
 
 def handler_class(handler_file: Path) -> type:
     """The single class a handler file defines (TorchServe's own rule)."""
+    # Imported here: the handlers import torch, which reading metadata does not need (a
+    # gateway whose models run in TorchServe never loads torch).
+    from service.handlers.classifier import load_module
+
     module = load_module(str(handler_file), handler_file.stem)
     classes = [
         c

@@ -166,8 +166,50 @@ def add_torchserve(subparsers: Subparsers) -> None:
     p.set_defaults(func=cmd_torchserve)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker of the job queue (what `FER_JOBS=celery` gateways submit to)."""
+    from service.worker import app, settings
+
+    argv = ["worker", "--concurrency", str(args.concurrency), "--pool", args.pool]
+    argv += ["--loglevel", (args.loglevel or settings.log_level).upper()]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    app.worker_main(argv)
+    return 0
+
+
+def add_worker(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "worker",
+        help="run a job worker (Celery, Redis at FER_REDIS_URL)",
+        description="Run queued jobs (/transfer) from the Redis at FER_REDIS_URL until "
+        "SIGTERM (which lets the running job finish) or Ctrl-C. Every FER_* setting applies: "
+        "FER_BACKEND says where the models run, FER_MODEL_STORE where the archives are. "
+        "The same as `celery --app service.worker worker`.",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="jobs run at once, one process each (default 1: a model instance per job)",
+    )
+    p.add_argument(
+        "--pool",
+        choices=["prefork", "solo", "threads"],
+        default="prefork",
+        help="Celery pool (default prefork: a job whose process dies is given back)",
+    )
+    p.add_argument(
+        "--loglevel",
+        choices=["debug", "info", "warning", "error"],
+        help="default: FER_LOG_LEVEL, else info",
+    )
+    p.add_argument("--hostname", help="worker name (default celery@<host name>)")
+    p.set_defaults(func=cmd_worker)
+
+
 #: Every command's registration function, in the order `--help` lists them.
-COMMANDS: list[Callable[[Subparsers], None]] = [add_serve, add_openapi, add_torchserve]
+COMMANDS: list[Callable[[Subparsers], None]] = [add_serve, add_openapi, add_torchserve, add_worker]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -85,11 +85,11 @@ class JobRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     expires_at: datetime
-    attempts: int = Field(0, description="times a worker started it")
-    retries: int = Field(0, description="retries after transient backend errors")
+    attempts: int = Field(default=0, description="times a worker started it")
+    retries: int = Field(default=0, description="retries after transient backend errors")
     error: Problem | None = None
     outcome: JobOutcome | None = None
-    idempotency: str | None = Field(None, description="digest of the Idempotency-Key")
+    idempotency: str | None = Field(default=None, description="digest of the Idempotency-Key")
 
     @property
     def finished(self) -> bool:
@@ -103,10 +103,16 @@ class JobMessage(BaseModel):
     kind: str
 
 
-def problem(slug: str, detail: str) -> Problem:
-    """The problem document of kind `slug` (how a failed job reports why)."""
+def problem(slug: str, detail: str, job_id: str) -> Problem:
+    """The problem document of kind `slug` with which job `job_id` failed."""
     kind = PROBLEMS[slug]
-    return Problem(type=kind.type, title=kind.title, status=kind.status, detail=detail)
+    return Problem(
+        type=kind.type,
+        title=kind.title,
+        status=kind.status,
+        detail=detail,
+        instance=f"/jobs/{job_id}",
+    )
 
 
 def idempotency_digest(kind: str, key: str) -> str:
@@ -178,6 +184,14 @@ return 1
 """
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
 class RedisJobStore:
     """Jobs in Redis under `prefix`: `job:<id>` (the record, JSON), `job:<id>:inputs` (a
     hash of the uploads), `job:<id>:result` (the PNG), `idem:<digest>` (the job of an
@@ -214,13 +228,14 @@ class RedisJobStore:
             key = self._idem(record.idempotency)
             if not await self.redis.set(key, record.id, nx=True, ex=ttl):
                 held = await self.redis.get(key)
-                existing = await self.get(held.decode()) if held else None
+                existing = await self.get(_text(held)) if held else None
                 if existing is not None:
                     return existing, False
                 await self.redis.set(key, record.id, ex=ttl)  # its job was deleted: take it
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._key(record.id), record.model_dump_json(), ex=ttl)
-            pipe.hset(self._key(record.id, ":inputs"), mapping=dict(inputs))
+            uploads: dict[Any, bytes] = dict(inputs)  # redis-py's key type is invariant
+            pipe.hset(self._key(record.id, ":inputs"), mapping=uploads)
             pipe.expire(self._key(record.id, ":inputs"), ttl)
             await pipe.execute()
         return record, True
@@ -231,7 +246,7 @@ class RedisJobStore:
 
     async def inputs(self, job_id: str) -> dict[str, bytes] | None:
         raw = await self.redis.hgetall(self._key(job_id, ":inputs"))
-        return {k.decode(): v for k, v in raw.items()} if raw else None
+        return {_text(k): _bytes(v) for k, v in raw.items()} if raw else None
 
     async def update(self, record: JobRecord) -> bool:
         done = await self.redis.set(
@@ -240,11 +255,7 @@ class RedisJobStore:
         return bool(done)
 
     async def finish(self, record: JobRecord, image: bytes | None, ttl: int) -> bool:
-        keys = [
-            self._key(record.id),
-            self._key(record.id, ":inputs"),
-            self._key(record.id, ":result"),
-        ]
+        keys = [self._key(record.id, part) for part in ("", ":inputs", ":result")]
         if record.idempotency:
             keys.append(self._idem(record.idempotency))
         done = await self._finish(keys=keys, args=[record.model_dump_json(), ttl, image or b""])
@@ -252,11 +263,11 @@ class RedisJobStore:
 
     async def result(self, job_id: str) -> bytes | None:
         data = await self.redis.get(self._key(job_id, ":result"))
-        return bytes(data) if data else None
+        return _bytes(data) if data else None
 
     async def delete(self, job_id: str) -> bool:
         record = await self.get(job_id)
-        keys = [self._key(job_id), self._key(job_id, ":inputs"), self._key(job_id, ":result")]
+        keys = [self._key(job_id, part) for part in ("", ":inputs", ":result")]
         if record is not None and record.idempotency:
             keys.append(self._idem(record.idempotency))
         return record is not None and bool(await self.redis.delete(*keys))
@@ -348,9 +359,6 @@ class MemoryJobStore:
         self._sweep()
         return self._forget(job_id)
 
-    def unfinished(self) -> int:
-        return sum(1 for s in self._jobs.values() if not s.record.finished)
-
     async def close(self) -> None:
         self._jobs.clear()
         self._idem.clear()
@@ -387,7 +395,7 @@ async def execute(job_id: str, store: JobStore, runtime: JobRuntime) -> Executio
         )
     if record.attempts >= settings.job_retries + MAX_REDELIVERIES:
         detail = f"the job was started {record.attempts} times without finishing"
-        return await _fail(store, record, problem("internal-error", detail), settings)
+        return await _fail(store, record, problem("internal-error", detail, job_id), settings)
     record.status, record.started_at = "running", utcnow()
     record.attempts += 1
     if not await store.update(record):
@@ -396,7 +404,7 @@ async def execute(job_id: str, store: JobStore, runtime: JobRuntime) -> Executio
     kind = KINDS.get(record.kind)
     if kind is None or inputs is None or set(kind.inputs) - set(inputs):
         why = f"unknown job kind '{record.kind}'" if kind is None else "its uploads are gone"
-        return await _fail(store, record, problem("internal-error", why), settings)
+        return await _fail(store, record, problem("internal-error", why, job_id), settings)
     started = asyncio.get_running_loop().time()
     try:
         params = kind.params.model_validate(record.params)
@@ -410,14 +418,14 @@ async def execute(job_id: str, store: JobStore, runtime: JobRuntime) -> Executio
             if not await store.update(record):
                 return Execution(None)
             return Execution("queued", retry_in=delay)
-        return await _fail(store, record, problem(exc.kind.slug, exc.detail), settings)
+        return await _fail(store, record, problem(exc.kind.slug, exc.detail, job_id), settings)
     except TimeoutError:
         detail = f"the job did not finish within {settings.job_timeout:g} s"
-        return await _fail(store, record, problem("job-timeout", detail), settings)
+        return await _fail(store, record, problem("job-timeout", detail, job_id), settings)
     except Exception:  # noqa: BLE001 - a bug: logged with its traceback, reported as 500
         log.exception("job %s (%s) failed", job_id, record.kind)
         detail = "the job failed unexpectedly"
-        return await _fail(store, record, problem("internal-error", detail), settings)
+        return await _fail(store, record, problem("internal-error", detail, job_id), settings)
     record.status, record.finished_at = "succeeded", utcnow()
     record.expires_at = record.finished_at + timedelta(seconds=settings.job_ttl)
     record.outcome = output.outcome

@@ -185,7 +185,7 @@ class Check(BaseModel):
 
 
 class Readiness(BaseModel):
-    """Readiness: every model loaded (and, later, Redis reachable)."""
+    """Readiness: every model loaded, and the job queue reachable."""
 
     model_config = ConfigDict(
         json_schema_extra={

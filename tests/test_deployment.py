@@ -152,8 +152,9 @@ def test_dockerignore_keeps_the_context_small() -> None:
 # -- docker-compose.yml ---------------------------------------------------------------------------
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"gateway", "torchserve", "redis"}
+    assert set(services) == {"gateway", "worker", "torchserve", "redis"}
     assert services["gateway"]["build"]["target"] == "gateway"
+    assert services["worker"]["build"]["target"] == "worker"
     assert services["torchserve"]["build"]["target"] == "torchserve"
 
 
@@ -172,6 +173,23 @@ def test_gateway_uses_torchserve(compose: dict[str, Any]) -> None:
     env = compose["services"]["gateway"]["environment"]
     assert env["FER_BACKEND"] == "torchserve"
     assert env["FER_TORCHSERVE_URL"] == "http://torchserve:8080"
+
+
+def test_jobs_go_through_redis_to_the_worker(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    gateway, worker = services["gateway"]["environment"], services["worker"]["environment"]
+    assert gateway["FER_JOBS"] == "celery"
+    assert gateway["FER_REDIS_URL"] == worker["FER_REDIS_URL"] == "redis://redis:6379/0"
+    assert worker["FER_BACKEND"] == "torchserve"
+    assert set(services["worker"]["depends_on"]) == {"torchserve", "redis"}
+    mounts = {v["target"]: v for v in services["worker"]["volumes"]}
+    assert mounts["/models"]["read_only"] is True
+    assert "ports" not in services["worker"]
+    # the image's command and `celery --app service.worker` name the same Celery app
+    stage = dockerfile_stages()["worker"]
+    cmd = json.loads(next(i for i in stage if i.upper().startswith("CMD"))[3:])
+    assert cmd[:2] == ["fer-service", "worker"]
+    assert "--app service.worker" in services["worker"]["healthcheck"]["test"][1]
 
 
 def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:

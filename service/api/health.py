@@ -24,7 +24,8 @@ async def healthz() -> Health:
     responses={503: {"model": Readiness, "description": "some check failed"}},
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """200 when every served model is loaded and able to answer, else 503 (same body)."""
+    """200 when every served model is loaded and able to answer and the job queue (Redis,
+    with FER_JOBS=celery) is reachable, else 503 (same body)."""
     checks: dict[str, Check] = {}
     if not services.catalog:
         checks["model-store"] = Check(
@@ -33,6 +34,9 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     for entry in services.catalog.values():
         status = await services.backend.status(entry)
         checks[f"model:{entry.name}"] = Check(ok=status.ready, detail=status.detail)
+    if services.jobs is not None:
+        queue = await services.jobs.check()
+        checks["jobs"] = Check(ok=queue.ok, detail=queue.detail)
     ok = all(c.ok for c in checks.values())
     body = Readiness(status="ready" if ok else "not-ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -99,7 +99,19 @@ def validate_images(images: dict[str, bytes], limits: ImageLimits, min_side: int
     summary="Put the expression of one face on another (queued job)",
     openapi_extra=REQUEST_BODY,
     responses={
-        202: {"description": "The job is queued; `Location` is its address (`GET /jobs/{id}`)."},
+        202: {
+            "description": "The job is queued (or, with `wait`, has not succeeded in time).",
+            "headers": {
+                "Location": {
+                    "description": "the job's address (`GET /jobs/{id}`)",
+                    "schema": {"type": "string"},
+                },
+                "Idempotent-Replayed": {
+                    "description": "`true` when the Idempotency-Key's earlier job is returned",
+                    "schema": {"type": "string"},
+                },
+            },
+        },
         **RESULT_RESPONSE,
         **problem_responses(
             "missing-image",

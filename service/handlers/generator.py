@@ -97,7 +97,7 @@ class GeneratorHandler:
         spec = self.metadata["input"]
         try:
             data = base64.b64decode(encoded, validate=True)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             image = image.convert("L" if spec.get("color", "gray") == "gray" else "RGB")
         except Exception as exc:  # noqa: BLE001 - any decoder error is the client's input
             raise PredictionException(f"cannot decode the '{name}' crop: {exc}", 400) from exc

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from service.archive import open_archive
+from training.data.augment import AugmentConfig
 from training.data.samples import FaceSet
 from training.data.synthetic import make_dataset, make_pairs
 from training.export import export
@@ -106,8 +107,12 @@ def stage2(gan_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dic
         net_kwargs={**TINY, "local_width": 16, "local_fc": 32, "dropout": 0.0},
         epochs=8,
         batch_size=32,
-        lr=0.02,
+        lr=0.05,
         warmup_epochs=1,
+        # Frozen features of a seconds-old generator: learnable without augmentation in a
+        # few epochs, not with it.
+        augment=AugmentConfig(max_shift=0, max_rotation_deg=0, max_scale=0, p_illumination=0),
+        label_smoothing=0.0,
         bf16=False,
         mean=0.5,
         std=0.5,

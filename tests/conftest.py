@@ -1,0 +1,69 @@
+"""Fixtures shared by every test folder.
+
+`transfer_store(delay)` is a model store holding `tdgan.mar`: a tiny transfer network
+(tests/nets/tiny_transfer.py, untrained weights) exported with `training.export` exactly as
+a real TDGAN archive is, and served by the real generator handler. The `tdgan` archive
+does not exist yet; this one lets the transfer job pipeline (decode, detect, align,
+InferenceBackend.generate, PNG) and the job queues run for real without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+NETS = Path(__file__).resolve().parent / "nets"
+
+#: The input crop of the test archive (RGB, FER2013 framing).
+TRANSFER_INPUT = {
+    "size": 64,
+    "channels": 3,
+    "color": "rgb",
+    "mean": 0.5,
+    "std": 0.5,
+    "framing": "fer2013",
+}
+
+
+def export_tiny_transfer(store: Path, delay: float = 0.0) -> Path:
+    """Write `store/tdgan.mar` from an untrained tiny transfer network."""
+    import torch
+
+    import training.export
+    from service.handlers.classifier import load_module
+    from training.train import checkpoint
+
+    torch.manual_seed(0)
+    kwargs = {"channels": 3, "delay": delay}
+    net = load_module(str(NETS / "tiny_transfer.py"), "tiny_transfer").build(**kwargs)
+    meta = {
+        "kind": "transfer",
+        "classes": [],
+        "input": TRANSFER_INPUT,
+        "inputs": ["face", "expression"],
+        "net": {"module": "tiny_transfer", "file": "tiny_transfer.py", "kwargs": kwargs},
+    }
+    ckpt = store.parent / f"tiny-transfer-{delay:g}.pt"
+    checkpoint.save({"model": net.state_dict(), "metadata": meta}, ckpt)
+    # The network's source comes from tests/nets instead of training/nets.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training.export, "NETS", NETS)
+        return training.export.export(ckpt, "tdgan", "0.0-test", store)
+
+
+@pytest.fixture(scope="session")
+def transfer_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[[float], Path]:
+    """A model store with a test `tdgan.mar` whose network sleeps `delay` s per call
+    (built once per delay and session)."""
+    stores: dict[float, Path] = {}
+
+    def make(delay: float = 0.0) -> Path:
+        if delay not in stores:
+            store = tmp_path_factory.mktemp(f"transfer-store-{delay:g}") / "store"
+            export_tiny_transfer(store, delay)
+            stores[delay] = store
+        return stores[delay]
+
+    return make
