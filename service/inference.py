@@ -88,9 +88,11 @@ class InferenceBackend(Protocol):
         """Release what `start` acquired."""
         ...
 
-    async def predict(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> list[Prediction]:
+    async def predict(
+        self, model: ModelEntry, crops: Sequence[np.ndarray], neutral: bool = False
+    ) -> list[Prediction]:
         """One prediction per crop; each crop is uint8 [S, S] (gray) or [S, S, 3] (RGB) as
-        `model.input` asks."""
+        `model.input` asks. `neutral`: also the de-expressed face (DeRL models)."""
         ...
 
     async def generate(self, model: ModelEntry, inputs: Mapping[str, np.ndarray]) -> Generation:
@@ -110,6 +112,16 @@ def encode_crop(crop: np.ndarray) -> bytes:
         buf, format="PNG", compress_level=1
     )
     return buf.getvalue()
+
+
+def predict_request(crop: np.ndarray, neutral: bool = False) -> tuple[bytes, str]:
+    """The body and content type a classifier handler takes for one crop: the PNG itself,
+    or JSON `{"image": base64 PNG, "neutral": true}` to also get DeRL's neutral face."""
+    png = encode_crop(crop)
+    if not neutral:
+        return png, "image/png"
+    body = {"image": base64.b64encode(png).decode("ascii"), "neutral": True}
+    return json.dumps(body).encode(), "application/json"
 
 
 def generation_request(inputs: Mapping[str, np.ndarray]) -> bytes:
@@ -163,7 +175,9 @@ class LocalBackend:
         self._loaded.clear()
         self._locks.clear()
 
-    async def predict(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> list[Prediction]:
+    async def predict(
+        self, model: ModelEntry, crops: Sequence[np.ndarray], neutral: bool = False
+    ) -> list[Prediction]:
         """Run all crops through the model's handler as one batch, off the event loop."""
         loaded = self._loaded.get(model.name)
         if loaded is None:
@@ -171,7 +185,7 @@ class LocalBackend:
             raise ModelNotReady(f"model '{model.name}' {detail}")
         if not crops:
             return []
-        rows = await self._handle(loaded, [{"body": encode_crop(c)} for c in crops])
+        rows = await self._handle(loaded, [{"body": predict_request(c, neutral)[0]} for c in crops])
         return _predictions(rows, len(crops), f"model '{model.name}'")
 
     async def generate(self, model: ModelEntry, inputs: Mapping[str, np.ndarray]) -> Generation:
@@ -250,12 +264,15 @@ class TorchServeBackend:
     def _model_path(self, model: ModelEntry) -> str:
         return f"{model.name}/{model.version}" if model.version else model.name
 
-    async def predict(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> list[Prediction]:
+    async def predict(
+        self, model: ModelEntry, crops: Sequence[np.ndarray], neutral: bool = False
+    ) -> list[Prediction]:
         """One request per crop, concurrently; TorchServe batches them on its side."""
         if not crops:
             return []
         results = await asyncio.gather(
-            *(self._predict_one(model, encode_crop(c)) for c in crops), return_exceptions=True
+            *(self._predict_one(model, *predict_request(c, neutral)) for c in crops),
+            return_exceptions=True,
         )
         for r in results:
             if isinstance(r, BaseException):

@@ -39,6 +39,7 @@ class Prediction(BaseModel):
 
     probabilities: dict[str, float]
     label: str
+    neutral: str | None = None  # DeRL only, on request: the de-expressed face, base64 PNG
 
 
 class Point(BaseModel):
@@ -77,6 +78,11 @@ class Face(BaseModel):
     probabilities: dict[str, float] = Field(
         description="probability of every expression class (they sum to 1)",
         examples=[PROBABILITIES_EXAMPLE],
+    )
+    neutral_face: str | None = Field(
+        default=None,
+        description="with `neutral=true` (DeRL): the generated neutral face of this person, "
+        "a base64 PNG of the model's aligned crop",
     )
 
 

@@ -67,3 +67,36 @@ def transfer_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[[float]
         return stores[delay]
 
     return make
+
+
+def export_tiny_derl(store: Path) -> Path:
+    """Write `store/derl.mar`: the real DeRL network (training/nets/derl.py) at tiny widths
+    with untrained weights, exported as a real DeRL archive. For plumbing tests of the
+    neutral-face path only; accuracy is `fer-train evaluate`'s business."""
+    import torch
+
+    from training.export import export
+    from training.train import checkpoint
+    from training.train.classifier import ClassifierConfig, build_net, metadata
+
+    torch.manual_seed(0)
+    cfg = ClassifierConfig(
+        net="derl",
+        net_kwargs={"widths": [8, 8, 16, 16], "code": 16, "local_width": 8, "local_fc": 16},
+        mean=0.5,
+        std=0.5,
+    )
+    meta = metadata(cfg, 48)
+    meta["net"]["kwargs"] = {**cfg.net_kwargs, "input_size": 48}
+    net = build_net("derl", meta["net"]["kwargs"])
+    ckpt = store.parent / "tiny-derl.pt"
+    checkpoint.save({"model": net.state_dict(), "metadata": meta}, ckpt)
+    return export(ckpt, "derl", "0.0-test", store)
+
+
+@pytest.fixture(scope="session")
+def derl_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store holding a tiny test `derl.mar` (see `export_tiny_derl`)."""
+    store = tmp_path_factory.mktemp("derl-store") / "store"
+    export_tiny_derl(store)
+    return store

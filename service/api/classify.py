@@ -172,6 +172,7 @@ def _face(detection: Detection, prediction: Prediction) -> Face:
         score=round(detection.score, 4),
         expression=prediction.label,
         probabilities=prediction.probabilities,
+        neutral_face=prediction.neutral,
     )
 
 
@@ -220,6 +221,13 @@ async def classify(
             "upper bound: the server's FER_MAX_FACES, 50 unless configured)",
         ),
     ] = None,
+    neutral: Annotated[
+        bool,
+        Query(
+            description="also return every face's generated neutral face (base64 PNG); "
+            "only for DeRL models (kind `derl`)",
+        ),
+    ] = False,
 ) -> ClassifyResponse:
     """Find the faces (box, 5 landmarks, detection score), align each to the model's input
     crop and classify its expression. Faces are sorted by size, largest first; an image
@@ -230,6 +238,11 @@ async def classify(
     cap = services.settings.max_faces
     if max_faces is not None and max_faces > cap:
         raise ProblemError("invalid-request", f"max_faces must be at most {cap}")
+    if neutral and entry.kind != "derl":
+        raise ProblemError(
+            "invalid-request",
+            f"neutral=true needs a DeRL model; '{entry.name}' is a {entry.kind}",
+        )
     data = await read_image(request, services.limits)
     analysis = await asyncio.to_thread(
         analyse,
@@ -241,7 +254,9 @@ async def classify(
         services.settings.decode_min_side,
     )
     t0 = time.perf_counter()
-    predictions: Sequence[Prediction] = await services.backend.predict(entry, analysis.crops)
+    predictions: Sequence[Prediction] = await services.backend.predict(
+        entry, analysis.crops, neutral=neutral
+    )
     timings = {**analysis.timings, "classify": time.perf_counter() - t0}
     timings["total"] = time.perf_counter() - started
     response.headers["Server-Timing"] = _server_timing(timings)

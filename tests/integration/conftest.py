@@ -2,8 +2,8 @@
 
 `torchserve` (session scope) starts TorchServe 0.12 from this venv on free loopback ports,
 in a private working folder (its own TMPDIR, logs and config, written from the project's
-`model_store/config.properties`), loads `compact` from `model_store/compact.mar`, waits
-until its worker is READY and stops it at the end, checking that no process it started
+`model_store/config.properties`), loads `compact` from `model_store/compact.mar` and a
+tiny test `derl`, waits until their workers are READY and stops it at the end, checking that no process it started
 (Java frontend, Python workers) survives. Use its `inference_url`, `management_url` and
 `metrics_url` (base URLs, no trailing slash) and `model_store`.
 """
@@ -11,6 +11,7 @@ until its worker is READY and stops it at the end, checking that no process it s
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,24 +46,6 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def untrained_archive(store: Path) -> Path:
-    """`compact.mar` exported from an untrained network (used when the model store has none,
-    as on a fresh clone: the trained archive is not committed)."""
-    import torch
-
-    from training.export import export
-    from training.train import checkpoint
-    from training.train.classifier import ClassifierConfig, build_net, metadata
-
-    torch.manual_seed(0)
-    cfg = ClassifierConfig(net="compact")
-    meta = metadata(cfg, 48)
-    net = build_net(meta["net"]["module"], meta["net"]["kwargs"])
-    ckpt = store.parent / "untrained.pt"
-    checkpoint.save({"model": net.state_dict(), "metadata": meta}, ckpt)
-    return export(ckpt, MODEL, "0.0-untrained", store)
-
-
 @pytest.fixture(scope="session")
 def processes_mentioning() -> Callable[[str], list[str]]:
     """Command lines of live processes whose command line contains a given text."""
@@ -70,12 +53,15 @@ def processes_mentioning() -> Callable[[str], list[str]]:
 
 
 @pytest.fixture(scope="session")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The model store the session's TorchServe serves (the repository's, if it has compact)."""
-    if (MODEL_STORE / f"{MODEL}.mar").exists():
-        return MODEL_STORE
+def model_store(derl_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store the session's TorchServe serves: the repository's trained `compact.mar`
+    and a tiny test `derl.mar` (for the neutral-face path)."""
+    shipped = MODEL_STORE / f"{MODEL}.mar"
+    if not shipped.exists():
+        pytest.fail(f"{shipped} is missing: it is committed; `make models` rebuilds it")
     store = tmp_path_factory.mktemp("model_store")
-    untrained_archive(store)
+    shutil.copy(shipped, store / shipped.name)
+    shutil.copy(derl_store / "derl.mar", store / "derl.mar")
     return store
 
 
@@ -85,7 +71,7 @@ def torchserve(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     cfg = local_config(
         model_store,
         MODEL_STORE / CONFIG_NAME,
-        models=[MODEL],
+        models=[MODEL, "derl"],
         ports=free_ports(5),
     )
     cfg.number_of_gpu = 0  # the reference runs on the CPU; so must TorchServe

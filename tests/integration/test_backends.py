@@ -7,6 +7,8 @@ the faces of real photos once per app and each backend classifies the crops.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +123,34 @@ def test_torchserve_mode_is_ready(clients: tuple[TestClient, TestClient]) -> Non
     r = remote.get("/readyz")
     assert r.status_code == 200, r.text
     assert remote.get("/models").json()["models"][0]["ready"] is True
+
+
+def test_neutral_faces_agree(torchserve: TorchServe, model_store: Path) -> None:
+    """`neutral=true` through TorchServe and in-process: the same probabilities and the same
+    generated neutral faces (a tiny test DeRL archive; the path, not the quality)."""
+    entry = scan(model_store)["derl"]
+    crops = real_crops(model_store)
+
+    async def both() -> tuple[list, list]:
+        local = LocalBackend()
+        remote = TorchServeBackend(torchserve.inference_url, torchserve.management_url)
+        await local.start([entry])
+        await remote.start([entry])
+        try:
+            return (
+                await local.predict(entry, crops, neutral=True),
+                await remote.predict(entry, crops, neutral=True),
+            )
+        finally:
+            await local.close()
+            await remote.close()
+
+    mine, theirs = asyncio.run(both())
+    for a, b in zip(mine, theirs, strict=True):
+        for c in entry.classes:
+            assert abs(a.probabilities[c] - b.probabilities[c]) <= TOLERANCE
+        assert a.neutral and b.neutral
+        face_a = np.asarray(Image.open(io.BytesIO(base64.b64decode(a.neutral))))
+        face_b = np.asarray(Image.open(io.BytesIO(base64.b64decode(b.neutral))))
+        assert face_a.shape == (48, 48)
+        assert np.abs(face_a.astype(int) - face_b.astype(int)).max() <= 1
