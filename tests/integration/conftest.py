@@ -4,8 +4,9 @@
 in a private working folder (its own TMPDIR, logs and config, written from the project's
 `model_store/config.properties`), loads `compact` from `model_store/compact.mar` and a
 tiny test `derl`, waits until their workers are READY and stops it at the end, checking
-that no process it started (Java frontend, Python workers) survives. Use its `inference_url`, `management_url` and
-`metrics_url` (base URLs, no trailing slash) and `model_store`.
+that no process it started (Java frontend, Python workers) survives. Use its
+`inference_url`, `management_url` and `metrics_url` (base URLs, no trailing slash) and
+`model_store`.
 """
 
 from __future__ import annotations
