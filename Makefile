@@ -47,7 +47,8 @@ models: venv
 	$(VENV)/bin/fer-train export runs/compact/best.pt --name compact --version 1.0 --to model_store
 
 bench: venv
-	$(PY) bench/accuracy.py
+	$(PY) -m bench.accuracy
+	$(PY) -m bench.latency
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,7 @@
 Runs the archives through the same handler code TorchServe runs (`fer-train evaluate`'s
 path). Prints a table and saves `bench/results/accuracy.json`.
 
-    python bench/accuracy.py [--store model_store] [--datasets ../shared/datasets]
+    python -m bench.accuracy [--store model_store] [--datasets ../shared/datasets]
 """
 
 from __future__ import annotations

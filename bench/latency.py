@@ -1,0 +1,155 @@
+"""Latency of `POST /classify` over real HTTP against a gateway started for the purpose.
+
+Starts `fer-service serve` (embedded backend unless `--backend torchserve` with a running
+TorchServe) on a free loopback port, sends each test photo `--n` times (sequentially, then
+`--concurrency` at a time) and reports p50/p95 end-to-end latency and the gateway's own
+step timings (`Server-Timing`: decode, detect, align, classify). Saves
+`bench/results/latency.json`.
+
+    python -m bench.latency [--n 30] [--concurrency 4] [--model compact]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import ROOT, save
+
+PHOTOS = ["astronaut.jpg", "grace_hopper.jpg", "multi_face.jpg", "no_face.jpg"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def server_timing(header: str) -> dict[str, float]:
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        if rest:
+            out[name] = float(rest)
+    return out
+
+
+async def run(url: str, photos: dict[str, bytes], n: int, concurrency: int, model: str) -> dict:
+    params = {"model": model} if model else {}
+    results: dict[str, dict] = {}
+    async with httpx.AsyncClient(timeout=60) as client:
+        for name, data in photos.items():
+            await client.post(f"{url}/classify", params=params, files={"image": (name, data)})
+            lat, steps = [], []
+            for _ in range(n):
+                t = time.perf_counter()
+                r = await client.post(
+                    f"{url}/classify", params=params, files={"image": (name, data)}
+                )
+                lat.append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+                steps.append(server_timing(r.headers.get("server-timing", "")))
+            faces = len(r.json()["faces"])
+            step_names = sorted({k for s in steps for k in s})
+            results[name] = {
+                "faces": faces,
+                "p50_ms": statistics.median(lat),
+                "p95_ms": percentile(lat, 0.95),
+                "server_timing_median_ms": {
+                    k: statistics.median([s.get(k, 0.0) for s in steps]) for k in step_names
+                },
+            }
+        data = photos["multi_face.jpg"]
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one() -> float:
+            async with sem:
+                t = time.perf_counter()
+                r = await client.post(
+                    f"{url}/classify", params=params, files={"image": ("m.jpg", data)}
+                )
+                r.raise_for_status()
+                return (time.perf_counter() - t) * 1000
+
+        t0 = time.perf_counter()
+        lat = await asyncio.gather(*(one() for _ in range(n)))
+        wall = time.perf_counter() - t0
+        results["concurrent_multi_face"] = {
+            "concurrency": concurrency,
+            "requests": n,
+            "throughput_rps": n / wall,
+            "p50_ms": statistics.median(lat),
+            "p95_ms": percentile(list(lat), 0.95),
+        }
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--n", type=int, default=30)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--model", default="")
+    p.add_argument("--backend", default="local", choices=["local", "torchserve"])
+    args = p.parse_args()
+    photos = {name: (ROOT / "tests" / "data" / name).read_bytes() for name in PHOTOS}
+    port = free_port()
+    env = {**os.environ, "FER_BACKEND": args.backend, "FER_JOBS": "local"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "fer-service"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise SystemExit("the gateway did not become ready")
+        results = asyncio.run(run(url, photos, args.n, args.concurrency, args.model))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"{'photo':<24}{'faces':>6}{'p50 ms':>9}{'p95 ms':>9}  server steps (median ms)")
+    for name, r in results.items():
+        if name.startswith("concurrent"):
+            continue
+        steps = " ".join(f"{k}={v:.1f}" for k, v in r["server_timing_median_ms"].items())
+        print(f"{name:<24}{r['faces']:>6}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}  {steps}")
+    c = results["concurrent_multi_face"]
+    print(
+        f"multi_face x{c['requests']} at concurrency {c['concurrency']}: "
+        f"{c['throughput_rps']:.1f} req/s, p50 {c['p50_ms']:.1f} ms, p95 {c['p95_ms']:.1f} ms"
+    )
+    settings = {
+        "backend": args.backend,
+        "n": args.n,
+        "concurrency": args.concurrency,
+        "model": args.model or "default",
+        "transport": "HTTP over loopback",
+    }
+    print(f"saved {save('latency', {'settings': settings, 'results': results})}")
+
+
+if __name__ == "__main__":
+    main()
