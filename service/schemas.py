@@ -236,6 +236,11 @@ class Generation(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     image: Base64Bytes = Field(description="the generated face, a PNG file (base64 in JSON)")
+    probabilities: dict[str, float] | None = Field(
+        default=None,
+        description="tdgan: the expression probabilities its expression branch reads from "
+        "the expression crop",
+    )
 
 
 class SourceFace(BaseModel):

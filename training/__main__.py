@@ -145,6 +145,53 @@ def cmd_derl_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tdgan(args: argparse.Namespace) -> int:
+    from training.data import ckplus
+    from training.nets.tdgan import PAPER_WIDTHS
+    from training.train.tdgan import TdganConfig, train_tdgan
+
+    data = ckplus.load_ckplus(args.ckplus)
+    data = data.subset(~np.isin(data.meta["fold"], args.holdout_folds))
+    peaks = ckplus.tdgan_protocol(data)
+    peaks = peaks.subset(~peaks.meta["neutral"].astype(bool))
+    fer = load_dataset(args.fer2013, "train")
+    expressions = FaceSet(
+        np.concatenate([fer.images, peaks.images]), np.concatenate([fer.labels, peaks.labels])
+    )
+    net_kwargs: dict[str, object] = {}
+    if args.paper_widths:
+        net_kwargs.update(PAPER_WIDTHS)
+    if args.widths:
+        net_kwargs["widths"] = tuple(args.widths)
+    cfg = TdganConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        net_kwargs=net_kwargs,
+        seed=args.seed,
+        threads=args.threads,
+        bf16=not args.no_bf16,
+        save_every=args.save_every,
+        limit_steps=args.limit_steps,
+        holdout_folds=tuple(args.holdout_folds),
+    )
+    val = load_dataset(args.val, "public_test") if args.val else None
+    print(
+        f"faces: {len(data)} images of {len(np.unique(data.meta['subject']))} CK+ subjects; "
+        f"expressions: {len(fer)} FER2013 + {len(peaks)} CK+ peaks"
+        + (f"; validation {len(val)}" if val is not None else ""),
+        flush=True,
+    )
+    result = train_tdgan(
+        cfg, data, expressions, Path(args.out), val, resume=args.resume, progress=not args.quiet
+    )
+    print(f"step {result['step']}/{result['total_steps']}")
+    if result["best"].get("step"):
+        best = result["best"]
+        print(f"best validation accuracy {best['accuracy']:.4f} at step {best['step']}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training import report
     from training.evaluate import load_handler
@@ -248,6 +295,45 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=int, default=0)
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=cmd_derl_cv)
+
+    t = sub.add_parser(
+        "tdgan", help="TDGAN: expression transfer; CK+ faces, FER2013 + CK+ expressions"
+    )
+    t.add_argument("--ckplus", required=True, help="the CK+ npz (faces, and peak expressions)")
+    t.add_argument("--fer2013", required=True, help="FER2013 Training: npz or fer2013.csv")
+    t.add_argument("--val", help="optional: evaluate the expression branch on it every epoch")
+    t.add_argument("--out", required=True)
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument(
+        "--widths",
+        type=int,
+        nargs=3,
+        metavar=("W1", "W2", "W3"),
+        help="encoder widths (default 16 32 64; the paper's 32 64 128)",
+    )
+    t.add_argument(
+        "--paper-widths",
+        action="store_true",
+        help="the paper's widths everywhere (encoders 32 64 128, decoder 128 and "
+        "256 128 64, noise 256): about 2x the time per step",
+    )
+    t.add_argument(
+        "--holdout-folds",
+        type=int,
+        nargs="*",
+        default=[],
+        help="CK+ folds whose subjects are left out of faces and expressions",
+    )
+    t.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
+    t.add_argument("--limit-steps", type=int, default=0, help="stop after N steps (smoke runs)")
+    t.add_argument("--no-bf16", action="store_true", help="train in float32")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_tdgan)
 
     e = sub.add_parser("evaluate", help="accuracy of a checkpoint or .mar on a labelled set")
     e.add_argument("--model", required=True, help="a checkpoint (.pt) or an archive (.mar)")

@@ -10,8 +10,12 @@ archives and the same class runs in TorchServe and in the gateway's LocalBackend
 
 Request body (one per generated image): JSON `{"<input>": "<base64 image>", ...}` with one
 aligned crop per input name. The network maps normalised crops [N, C, S, S] to an image in
-[-1, 1] (tanh), [N, 1 or 3, H, W]. Response: JSON `{"image": "<base64 PNG>", "width": W,
-"height": H}`.
+[-1, 1] (tanh; tdgan: 2 * sigmoid - 1), [N, 1 or 3, H, W]. Response: JSON
+`{"image": "<base64 PNG>", "width": W, "height": H}`.
+
+When the metadata names an input under `"classify"` (tdgan: `"expression"`) and lists
+`"classes"`, the network's `classify(crop)` also reads that crop, and the response adds
+`"probabilities": {class: p, ...}` (softmax of its logits; they sum to 1).
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class GeneratorHandler:
         self.model: torch.nn.Module | None = None
         self.metadata: dict[str, Any] = {}
         self.inputs: list[str] = []
+        self.classes: list[str] = []
+        self.classify_input: str | None = None
         self.device = torch.device("cpu")
 
     def initialize(self, context: Any) -> None:
@@ -90,6 +96,10 @@ class GeneratorHandler:
         self.model = model.to(self.device).eval()
         self.metadata = metadata
         self.inputs = list(metadata.get("inputs") or ["face"])
+        self.classes = list(metadata.get("classes") or [])
+        self.classify_input = metadata.get("classify") if self.classes else None
+        if self.classify_input is not None and self.classify_input not in self.inputs:
+            raise ValueError(f"'classify' names {self.classify_input!r}, not one of the inputs")
         self.initialized = True
 
     def decode(self, name: str, encoded: Any) -> torch.Tensor:
@@ -129,27 +139,40 @@ class GeneratorHandler:
             torch.stack([self.decode(n, r[n]) for r in rows]).to(self.device) for n in self.inputs
         ]
 
-    def inference(self, x: list[torch.Tensor]) -> torch.Tensor:
-        """Generated images in [-1, 1], [N, C, H, W]."""
+    def inference(self, x: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Generated images in [-1, 1], [N, C, H, W], and, if the metadata asks for them,
+        class probabilities [N, classes] from the network's `classify`."""
         assert self.model is not None
         with torch.inference_mode():
-            return self.model(*x).float()
+            images = self.model(*x).float()
+            probs = None
+            if self.classify_input is not None:
+                crops = x[self.inputs.index(self.classify_input)]
+                logits = self.model.classify(crops)  # type: ignore[operator]
+                probs = torch.softmax(logits.float(), dim=1)
+        return images, probs
 
-    def postprocess(self, images: torch.Tensor) -> list[dict[str, Any]]:
-        """Each image as a base64 PNG (gray or RGB)."""
+    def postprocess(self, output: tuple[torch.Tensor, torch.Tensor | None]) -> list[dict[str, Any]]:
+        """Each image as a base64 PNG (gray or RGB), with its probabilities if any."""
+        images, probs = output
         pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+        rows = probs.cpu().double().numpy() if probs is not None else None
         out = []
-        for a in pixels:
+        for i, a in enumerate(pixels):
             a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG")
-            out.append(
-                {
-                    "image": base64.b64encode(buf.getvalue()).decode("ascii"),
-                    "width": int(a.shape[1]),
-                    "height": int(a.shape[0]),
+            result: dict[str, Any] = {
+                "image": base64.b64encode(buf.getvalue()).decode("ascii"),
+                "width": int(a.shape[1]),
+                "height": int(a.shape[0]),
+            }
+            if rows is not None:
+                p = rows[i] / rows[i].sum()
+                result["probabilities"] = {
+                    c: float(v) for c, v in zip(self.classes, p, strict=True)
                 }
-            )
+            out.append(result)
         return out
 
     def handle(self, data: list[Any], context: Any) -> list[dict[str, Any]]:

@@ -139,9 +139,11 @@ def train_classifier(
     state: dict[str, Any] | None = None
     if resume and (out / checkpoint.LAST).exists():
         state = checkpoint.load(out / checkpoint.LAST)
-        epochs = cfg.epochs
+        # The run's definition comes from the checkpoint; how long and on how many threads
+        # it runs are the caller's.
+        epochs, threads = cfg.epochs, cfg.threads
         cfg = _config_from_dict(state["config"])
-        cfg.epochs = epochs
+        cfg.epochs, cfg.threads = epochs, threads
         meta = state["metadata"]
         log.info("resuming %s from epoch %d", out, state["epoch"])
 

@@ -1,0 +1,229 @@
+"""TDGAN: network shapes, a tiny training run that resumes, the `fer-train tdgan` command,
+and the exported archive served by the generator handler. Tiny networks on synthetic
+faces; a few seconds in all."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from service.archive import open_archive
+from service.schemas import Generation
+from training.__main__ import main
+from training.data.samples import CLASSES, FaceSet
+from training.data.synthetic import make_dataset
+from training.export import export
+from training.nets.tdgan import (
+    TDGAN,
+    Decoder,
+    Discriminator,
+    Encoder,
+    FCHead,
+    InceptionResNetBlock,
+    build,
+    feature_size,
+)
+from training.train import checkpoint
+from training.train.tdgan import LOSSES, TdganConfig, train_tdgan
+
+TINY: dict[str, object] = {
+    "widths": (4, 8, 8),
+    "fc": 16,
+    "embed": 8,
+    "up_widths": (8, 8, 4),
+    "noise": 4,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny networks run far faster on one thread than on two (busy) ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("size", "pools", "side"), [(48, 3, 6), (64, 4, 4), (128, 4, 8)])
+def test_network_shapes(size: int, pools: int, side: int) -> None:
+    x = torch.rand(2, 1, size, size)
+    assert feature_size(size, pools) == side
+    block = InceptionResNetBlock(8)
+    assert block(torch.rand(2, 8, 5, 5)).shape == (2, 8, 5, 5)
+    enc = Encoder(1, (4, 8, 8), pools=pools)
+    features = enc(x)
+    assert features.shape == (2, 8, side, side)
+    dec = Decoder(8, noise=4, embed=8, up_widths=(8,) * (pools - 1) + (4,))
+    image = dec(features, features)
+    assert image.shape == x.shape and image.min() >= 0 and image.max() <= 1
+    head = FCHead(8 * side * side, 7, fc=16)
+    assert head(features).shape == (2, 7)
+    ups = (8,) * (pools - 1) + (4,)
+    for classes in (7, 5 + 1):  # expression; 5 identities + "fake"
+        d_features, logits = Discriminator(classes, size, 1, (4, 8, 8), 16, pools)(x)
+        assert d_features.shape == features.shape and logits.shape == (2, classes)
+    net = TDGAN(7, size, 1, (4, 8, 8), 16, 8, ups, noise=4, pools=pools)
+    assert net.generate(x, x).shape == x.shape
+    out = net(x, x)
+    assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
+    assert net.classify(x).shape == (2, 7)
+
+
+def test_noise_is_drawn_unless_given() -> None:
+    torch.manual_seed(0)
+    net = TDGAN(input_size=48, **TINY).eval()  # type: ignore[arg-type]
+    x = torch.rand(1, 1, 48, 48)
+    noise = torch.rand(1, 4, 6, 6)
+    assert torch.equal(net.generate(x, x, noise), net.generate(x, x, noise))
+    assert not torch.equal(net.generate(x, x), net.generate(x, x))
+
+
+def test_geometry_is_checked() -> None:
+    with pytest.raises(ValueError, match="multiple of 8"):
+        TDGAN(input_size=44)
+    with pytest.raises(ValueError, match="up_widths"):
+        TDGAN(up_widths=(8, 8))
+
+
+@pytest.fixture(scope="module")
+def sets() -> tuple[FaceSet, FaceSet]:
+    """Faces of 6 synthetic people (their `subject` is the identity) and expressions of
+    others, 48x48."""
+    faces = make_dataset(24, identities=6, seed=1)
+    expressions = make_dataset(28, identities=range(100, 110), seed=2)
+    return faces, expressions
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, sets: tuple[FaceSet, FaceSet]) -> Path:
+    """7 steps in two sittings: 4 steps, then resumed for 3 more (epoch = 3 steps)."""
+    faces, expressions = sets
+    out = tmp_path_factory.mktemp("tdgan")
+    cfg = TdganConfig(
+        epochs=3, batch_size=8, net_kwargs=dict(TINY), log_every=2, save_every=2, limit_steps=4
+    )
+    first = train_tdgan(cfg, faces, expressions, out, val=expressions, progress=False)
+    assert first["step"] == 4 and first["total_steps"] == 9
+    cfg = TdganConfig(epochs=3, limit_steps=3)  # the rest comes from the checkpoint
+    second = train_tdgan(cfg, faces, expressions, out, val=expressions, resume=True, progress=False)
+    assert second["step"] == 7
+    return out
+
+
+def test_training_losses_are_finite(run: Path) -> None:
+    history = json.loads((run / "history.json").read_text())
+    for row in history:
+        for key in LOSSES:
+            if key in row:
+                assert math.isfinite(row[key]), (row["step"], key)
+    # step 0 trains both discriminators; the generator and classifier learn every step
+    assert {"loss_d_face", "loss_d_expression"} <= set(history[0])
+    assert all({"loss_g", "loss_classifier", "loss_g_perceptual"} <= set(r) for r in history)
+    assert (run / "losses.png").exists()
+
+
+def test_checkpoint_resumes(run: Path) -> None:
+    history = json.loads((run / "history.json").read_text())
+    # rows every 2 steps and at each epoch's end (3, 6); the resumed run continues at 5
+    assert [r["step"] for r in history] == [2, 3, 4, 6, 7]
+    assert [r["step"] for r in history if "val_acc" in r] == [3, 6]
+    state = checkpoint.load(run / checkpoint.LAST)
+    assert state["step"] == 7 and state["identities"] == [f"syn{i:05d}" for i in range(6)]
+    assert state["config"]["batch_size"] == 8 and state["config"]["net_kwargs"]["fc"] == 16
+    for key in ("face_discriminator", "expression_discriminator", "optimizer_face_discriminator"):
+        assert key in state
+    # 6 identities + the "fake" class
+    assert state["face_discriminator"]["head.net.7.weight"].shape[0] == 7
+    assert (run / checkpoint.BEST).exists()
+
+
+def test_sample_grid(run: Path) -> None:
+    grid = Image.open(run / "samples_000007.png")
+    # 8 fixed pairs as rows; face | expression | fake | 2 reconstructions, at 2x
+    assert grid.size == (5 * 48 * 2, 8 * 48 * 2)
+    assert (run / "samples_000002.png").exists() and (run / "samples_000004.png").exists()
+
+
+def test_exported_archive_transfers_and_classifies(run: Path, tmp_path: Path) -> None:
+    mar = export(run / checkpoint.LAST, "tdgan", "0.0-test", tmp_path / "store")
+    loaded = open_archive(mar, tmp_path / "cache")
+    meta = loaded.metadata
+    assert meta.kind == "transfer" and meta.classes == list(CLASSES)
+    assert meta.input.size == 48 and meta.input.channels == 1 and meta.input.framing == "fer2013"
+    extra = meta.model_extra or {}
+    assert extra["inputs"] == ["face", "expression"] and extra["classify"] == "expression"
+
+    def png(seed: int) -> str:
+        pixels = np.random.default_rng(seed).integers(0, 256, (48, 48), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+
+    body = json.dumps({"face": png(1), "expression": png(2)}).encode()
+    rows = loaded.handler.handle([{"body": body}, {"body": body}], loaded.context)
+    assert len(rows) == 2
+    answer = Generation.model_validate(rows[0])
+    image = Image.open(io.BytesIO(answer.image))
+    assert image.format == "PNG" and image.size == (48, 48) and image.mode == "L"
+    assert answer.probabilities is not None and list(answer.probabilities) == list(CLASSES)
+    assert sum(answer.probabilities.values()) == pytest.approx(1.0)
+    # the expression branch reads only the expression crop: the same for both rows
+    assert rows[1]["probabilities"] == pytest.approx(rows[0]["probabilities"])
+
+
+def test_build_takes_archive_kwargs() -> None:
+    net = build(**{**TINY, "widths": [4, 8, 8], "up_widths": [8, 8, 4], "input_size": 48})
+    assert net.classify(torch.rand(1, 1, 48, 48)).shape == (1, 7)
+
+
+def _write_ckplus(path: Path, faces: FaceSet) -> None:
+    """A CK+-shaped npz from synthetic faces: per subject one sequence, its first image as
+    the neutral frame (`hugoiwnl`) and the others as CK+48 peak frames."""
+    subject = faces.meta["subject"].astype(str)
+    first = {s: int(np.flatnonzero(subject == s)[0]) for s in np.unique(subject)}
+    first_row = np.array([first[s] for s in subject])
+    neutral = first_row == np.arange(len(subject))
+    fer = np.where(neutral, CLASSES.index("neutral"), faces.labels)
+    codes = np.array([1, 3, 4, 5, 6, 7, 0])[fer]  # FER2013 class -> CK+ code
+    sequence = np.array([f"{s}_001" for s in subject])
+    np.savez(
+        path,
+        images=faces.images,
+        labels=codes.astype(np.int8),
+        fer_labels=fer.astype(np.int8),
+        subject=subject,
+        sequence=sequence,
+        frame=np.where(neutral, 1, 10 + np.arange(len(subject))).astype(np.int16),
+        neutral=neutral,
+        source=np.where(neutral, "hugoiwnl", "CK+48"),
+        names=np.array([f"{q}_{i:08d}" for i, q in enumerate(sequence)]),
+        neutral_index=np.where(neutral, -1, first_row).astype(np.int32),
+        labeled_sequence=np.ones(len(subject), bool),
+        fold=np.array([int(s[-1]) % 3 for s in subject], dtype=np.int8),
+    )
+
+
+def test_cli(tmp_path: Path, sets: tuple[FaceSet, FaceSet], capsys: pytest.CaptureFixture) -> None:
+    faces, expressions = sets
+    _write_ckplus(tmp_path / "ckplus.npz", faces)
+    np.savez(tmp_path / "fer.npz", images=expressions.images, labels=expressions.labels)
+    out = tmp_path / "run"
+    argv = ["tdgan", "--ckplus", str(tmp_path / "ckplus.npz"), "--fer2013"]
+    argv += [str(tmp_path / "fer.npz"), "--out", str(out), "--widths", "4", "8", "8"]
+    argv += ["--batch-size", "4", "--limit-steps", "2", "--holdout-folds", "0", "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    # fold 0 holds subjects 0 and 3: 4 of 6 subjects stay, and their peaks join FER2013
+    assert "of 4 CK+ subjects" in printed and "28 FER2013 + " in printed
+    state = checkpoint.load(out / checkpoint.LAST)
+    assert state["step"] == 2 and len(state["identities"]) == 4
+    assert state["metadata"]["net"]["kwargs"]["widths"] == [4, 8, 8]
