@@ -7,10 +7,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.data.samples import FaceSet
+
+if TYPE_CHECKING:
+    from training.train.classifier import ClassifierConfig
 
 
 def load_dataset(path: str, split: str | None = None) -> FaceSet:
@@ -33,8 +37,22 @@ def load_dataset(path: str, split: str | None = None) -> FaceSet:
     return fer2013.load_npz(p)
 
 
+def _train_classifier(cfg: ClassifierConfig, args: argparse.Namespace) -> int:
+    """Train `cfg` on `--data`, selecting on `--val`, into `--out`."""
+    from training.train.classifier import train_classifier
+
+    train = load_dataset(args.data, "train")
+    val = load_dataset(args.val, "public_test")
+    print(f"train {len(train)} images, validation {len(val)} images", flush=True)
+    best = train_classifier(
+        cfg, train, val, Path(args.out), resume=args.resume, progress=not args.quiet
+    )
+    print(f"best validation accuracy {best['accuracy']:.4f} at epoch {best['epoch']}")
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
-    from training.train.classifier import ClassifierConfig, train_classifier
+    from training.train.classifier import ClassifierConfig
 
     net_kwargs: dict[str, object] = {}
     if args.widths:
@@ -53,14 +71,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         threads=args.threads,
         limit_batches=args.limit_batches,
     )
-    train = load_dataset(args.data, "train")
-    val = load_dataset(args.val, "public_test")
-    print(f"train {len(train)} images, validation {len(val)} images", flush=True)
-    best = train_classifier(
-        cfg, train, val, Path(args.out), resume=args.resume, progress=not args.quiet
-    )
-    print(f"best validation accuracy {best['accuracy']:.4f} at epoch {best['epoch']}")
-    return 0
+    return _train_classifier(cfg, args)
 
 
 def cmd_derl_gan(args: argparse.Namespace) -> int:
@@ -100,7 +111,7 @@ def cmd_derl_gan(args: argparse.Namespace) -> int:
 
 
 def cmd_derl(args: argparse.Namespace) -> int:
-    from training.train.classifier import ClassifierConfig, train_classifier
+    from training.train.classifier import ClassifierConfig
 
     cfg = ClassifierConfig(
         net="derl",
@@ -116,14 +127,7 @@ def cmd_derl(args: argparse.Namespace) -> int:
         std=0.5,
         generator=args.generator,
     )
-    train = load_dataset(args.data, "train")
-    val = load_dataset(args.val, "public_test")
-    print(f"train {len(train)} images, validation {len(val)} images", flush=True)
-    best = train_classifier(
-        cfg, train, val, Path(args.out), resume=args.resume, progress=not args.quiet
-    )
-    print(f"best validation accuracy {best['accuracy']:.4f} at epoch {best['epoch']}")
-    return 0
+    return _train_classifier(cfg, args)
 
 
 def cmd_derl_cv(args: argparse.Namespace) -> int:
