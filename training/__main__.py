@@ -70,6 +70,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         bf16=not args.no_bf16,
         threads=args.threads,
         limit_batches=args.limit_batches,
+        init=args.init,
     )
     return _train_classifier(cfg, args)
 
@@ -247,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--no-bf16", action="store_true", help="train in float32")
     c.add_argument("--limit-batches", type=int, default=0, help=argparse.SUPPRESS)
     c.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    c.add_argument("--init", default="", help="start from a checkpoint's weights (fine-tune)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_compact)
 

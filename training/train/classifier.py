@@ -57,6 +57,7 @@ class ClassifierConfig:
     limit_batches: int = 0  # >0: stop each epoch after that many batches (smoke runs)
     generator: str = ""  # DeRL: stage-1 checkpoint whose generator is loaded and frozen
     local_weight: float = 0.5  # DeRL: lambda_1..4 of the local CNN losses (lambda_5 = 1)
+    init: str = ""  # start from this checkpoint's weights (a fine-tuning run, new schedule)
 
 
 def build_net(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -155,6 +156,8 @@ def train_classifier(
                 raise ValueError("DeRL needs the stage-1 checkpoint (generator=...)")
             model.generator.load_state_dict(checkpoint.load(cfg.generator)["model"])
         model.freeze_generator()
+    if cfg.init and state is None:
+        model.load_state_dict(checkpoint.load(cfg.init)["model"])
     use_bf16 = cfg.bf16 and torch.backends.mkldnn.is_available()
     model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
