@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,20 @@ def load_dataset(path: str, split: str | None = None) -> FaceSet:
     return fer2013.load_npz(p)
 
 
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ClassifierConfig fields every classifier-training command takes from its flags."""
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "balance": args.balance,
+        "seed": args.seed,
+        "bf16": not args.no_bf16,
+        "threads": args.threads,
+        "limit_batches": args.limit_batches,
+    }
+
+
 def _train_classifier(cfg: ClassifierConfig, args: argparse.Namespace) -> int:
     """Train `cfg` on `--data`, selecting on `--val`, into `--out`."""
     from training.train.classifier import train_classifier
@@ -62,14 +76,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     cfg = ClassifierConfig(
         net="compact",
         net_kwargs=net_kwargs,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        balance=args.balance,
-        seed=args.seed,
-        bf16=not args.no_bf16,
-        threads=args.threads,
-        limit_batches=args.limit_batches,
+        **_run_options(args),
         init=args.init,
     )
     return _train_classifier(cfg, args)
@@ -116,14 +123,7 @@ def cmd_derl(args: argparse.Namespace) -> int:
 
     cfg = ClassifierConfig(
         net="derl",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        balance=args.balance,
-        seed=args.seed,
-        bf16=not args.no_bf16,
-        threads=args.threads,
-        limit_batches=args.limit_batches,
+        **_run_options(args),
         mean=0.5,
         std=0.5,
         generator=args.generator,
