@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from training.data.augment import PRESETS
 from training.data.samples import FaceSet
 
 if TYPE_CHECKING:
@@ -48,6 +49,10 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "bf16": not args.no_bf16,
         "threads": args.threads,
         "limit_batches": args.limit_batches,
+        "weight_decay": args.weight_decay,
+        "label_smoothing": args.label_smoothing,
+        "warmup_epochs": args.warmup_epochs,
+        "augment": PRESETS[args.augment],
     }
 
 
@@ -73,6 +78,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
         net_kwargs["widths"] = tuple(args.widths)
     if args.fc:
         net_kwargs["fc"] = args.fc
+    if args.dropout is not None:
+        net_kwargs["dropout"] = args.dropout
     cfg = ClassifierConfig(
         net="compact",
         net_kwargs=net_kwargs,
@@ -222,6 +229,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_flags(c: argparse.ArgumentParser) -> None:
+    """The flags behind `_run_options`, shared by the classifier-training commands."""
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--lr", type=float, default=0.05)
+    c.add_argument("--weight-decay", type=float, default=5e-4)
+    c.add_argument("--label-smoothing", type=float, default=0.1)
+    c.add_argument("--warmup-epochs", type=int, default=2)
+    c.add_argument(
+        "--augment", choices=sorted(PRESETS), default="standard", help="augmentation strength"
+    )
+    c.add_argument("--balance", choices=["none", "loss", "sampler"], default="none")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--threads", type=int, default=0)
+    c.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="train in float32 (bfloat16 is used only where the CPU has it natively)",
+    )
+    c.add_argument("--limit-batches", type=int, default=0, help=argparse.SUPPRESS)
+    c.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-train", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -232,9 +262,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--val", required=True, help="validation set (model selection)")
     c.add_argument("--out", required=True, help="run directory for checkpoints and reports")
     c.add_argument("--epochs", type=int, default=60)
-    c.add_argument("--batch-size", type=int, default=128)
-    c.add_argument("--lr", type=float, default=0.05)
-    c.add_argument("--balance", choices=["none", "loss", "sampler"], default="none")
+    _add_run_flags(c)
     c.add_argument(
         "--widths",
         type=int,
@@ -243,13 +271,10 @@ def parser() -> argparse.ArgumentParser:
         help="conv channels of the two blocks (default 32 64)",
     )
     c.add_argument("--fc", type=int, default=0, help="width of the FC layers (default 256)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--threads", type=int, default=0)
-    c.add_argument("--no-bf16", action="store_true", help="train in float32")
-    c.add_argument("--limit-batches", type=int, default=0, help=argparse.SUPPRESS)
-    c.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    c.add_argument("--init", default="", help="start from a checkpoint's weights (fine-tune)")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--dropout", type=float, default=None, help="FC dropout (default 0.5)")
+    c.add_argument(
+        "--init", default="", help="start from a checkpoint's or .mar's weights (fine-tune)"
+    )
     c.set_defaults(func=cmd_compact)
 
     g = sub.add_parser("derl-gan", help="DeRL stage 1: the de-expression cGAN on CK+ pairs")
@@ -280,15 +305,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--generator", required=True, help="stage-1 checkpoint (derl-gan last.pt)")
     d.add_argument("--out", required=True)
     d.add_argument("--epochs", type=int, default=40)
-    d.add_argument("--batch-size", type=int, default=128)
-    d.add_argument("--lr", type=float, default=0.05)
-    d.add_argument("--balance", choices=["none", "loss", "sampler"], default="none")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--threads", type=int, default=0)
-    d.add_argument("--no-bf16", action="store_true")
-    d.add_argument("--limit-batches", type=int, default=0, help=argparse.SUPPRESS)
-    d.add_argument("--resume", action="store_true")
-    d.add_argument("--quiet", action="store_true")
+    _add_run_flags(d)
     d.set_defaults(func=cmd_derl)
 
     v = sub.add_parser("derl-cv", help="DeRL on CK+: subject-independent 10-fold CV")

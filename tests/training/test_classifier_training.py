@@ -188,3 +188,32 @@ def test_fer_train_compact_cli_end_to_end(
     assert main([*evaluate, str(tmp_path / "val.npz"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["n"] == 56 and 0.0 <= summary["accuracy"] <= 1.0
+
+
+def test_fine_tune_starts_from_a_shipped_archive(
+    faces: tuple[FaceSet, FaceSet], tmp_path: Path
+) -> None:
+    """`--init model.mar` takes the archive's (float16) weights; the run's own flags
+    (dropout, augmentation, label smoothing) define the new run."""
+    from training.export import export
+
+    train, val = small(faces)
+    np.savez(tmp_path / "train.npz", images=train.images, labels=train.labels)
+    np.savez(tmp_path / "val.npz", images=val.images, labels=val.labels)
+    common = ["--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz")]
+    common += ["--batch-size", "16", "--widths", "8", "16", "--fc", "32", "--threads", "1"]
+    assert main(["compact", *common, "--out", str(tmp_path / "a"), "--epochs", "2", "--quiet"]) == 0
+    mar = export(tmp_path / "a" / checkpoint.BEST, "tiny", "1.0", tmp_path / "store", fp16=True)
+
+    tune = ["compact", *common, "--out", str(tmp_path / "b"), "--init", str(mar), "--quiet"]
+    tune += ["--epochs", "1", "--lr", "0", "--dropout", "0.2", "--augment", "light"]
+    tune += ["--label-smoothing", "0", "--warmup-epochs", "0", "--weight-decay", "0"]
+    assert main(tune) == 0
+    state = checkpoint.load(tmp_path / "b" / checkpoint.LAST)
+    assert state["metadata"]["net"]["kwargs"]["dropout"] == 0.2
+    assert state["config"]["augment"]["max_rotation_deg"] == 5.0
+    assert state["config"]["label_smoothing"] == 0.0
+    shipped = checkpoint.load_weights(mar)
+    for name, tensor in state["model"].items():
+        if name.endswith("weight") and tensor.ndim > 1:  # lr 0: the archive's weights, as is
+            assert torch.equal(tensor, shipped[name]), name

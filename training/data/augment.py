@@ -75,3 +75,22 @@ def illumination(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> t
 def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Full training augmentation: geometric, then illumination."""
     return illumination(geometric(x, cfg, gen), cfg, gen)
+
+
+#: Named strengths for the command line. `light` is for fine-tuning a model that underfits
+#: (the shipped compact CNN reached only 0.72 on its own clean training set).
+PRESETS: dict[str, AugmentConfig] = {
+    "standard": AugmentConfig(),
+    "light": AugmentConfig(
+        max_shift=0.08,
+        max_rotation_deg=5.0,
+        max_scale=0.05,
+        gamma=0.2,
+        contrast=0.15,
+        shading=0.2,
+        p_illumination=0.3,
+    ),
+    "flip-only": AugmentConfig(
+        max_shift=0.0, max_rotation_deg=0.0, max_scale=0.0, p_illumination=0.0
+    ),
+}

@@ -47,6 +47,7 @@ class CompactCNN(nn.Module):
         w1, w2 = widths
         k1, k2 = kernels
         self.input_size = input_size
+        self.widths = (w1, w2)
         self.features = nn.Sequential(
             *_conv(in_channels, w1, k1),
             *_conv(w1, w1, k1),

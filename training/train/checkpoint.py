@@ -6,7 +6,9 @@ Checkpoints hold only tensors, numbers, strings, lists and dicts, so they load w
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +32,16 @@ def load(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a fer-service checkpoint")
     return state
+
+
+def load_weights(path: str | Path) -> dict[str, Any]:
+    """A float32 state_dict from a checkpoint or from a `.mar` (e.g. to fine-tune a shipped
+    model whose weights are stored as float16)."""
+    path = Path(path)
+    if path.suffix == ".mar":
+        with zipfile.ZipFile(path) as z:
+            raw = z.read("weights.pt")
+        weights = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    else:
+        weights = load(path)["model"]
+    return {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}

@@ -27,7 +27,7 @@ from service.handlers.classifier import ClassifierHandler
 from training import report
 from training.data.augment import AugmentConfig, augment
 from training.data.samples import CLASSES, FaceSet
-from training.train import checkpoint
+from training.train import checkpoint, precision, widen
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ClassifierConfig:
     label_smoothing: float = 0.1
     balance: Literal["none", "loss", "sampler"] = "none"
     seed: int = 0
-    bf16: bool = True  # bfloat16 autocast on CPUs that support it (much faster here)
+    bf16: bool = True  # bfloat16 autocast, only on CPUs with native bf16 (else 10x slower)
     threads: int = 0  # torch threads (0: torch's default)
     mean: float = 0.5
     std: float = 0.25
@@ -57,7 +57,7 @@ class ClassifierConfig:
     limit_batches: int = 0  # >0: stop each epoch after that many batches (smoke runs)
     generator: str = ""  # DeRL: stage-1 checkpoint whose generator is loaded and frozen
     local_weight: float = 0.5  # DeRL: lambda_1..4 of the local CNN losses (lambda_5 = 1)
-    init: str = ""  # start from this checkpoint's weights (a fine-tuning run, new schedule)
+    init: str = ""  # start from this checkpoint's or .mar's weights (fine-tuning, new schedule)
 
 
 def build_net(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -157,8 +157,12 @@ def train_classifier(
             model.generator.load_state_dict(checkpoint.load(cfg.generator)["model"])
         model.freeze_generator()
     if cfg.init and state is None:
-        model.load_state_dict(checkpoint.load(cfg.init)["model"])
-    use_bf16 = cfg.bf16 and torch.backends.mkldnn.is_available()
+        init = checkpoint.load_weights(cfg.init)
+        if cfg.net == "compact" and init[widen.CONV_A + ".weight"].shape[0] < model.widths[1]:
+            # A narrower trained compact CNN: grow it, computing the same function.
+            init = widen.widen_compact_block2(init, model.widths[1], seed=cfg.seed)
+        model.load_state_dict(init)
+    use_bf16 = precision.use_bf16(cfg.bf16)
     model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     log.info("%s: %d parameters", cfg.net, params)

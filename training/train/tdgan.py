@@ -52,7 +52,7 @@ from training import report
 from training.data.augment import AugmentConfig, geometric
 from training.data.samples import CLASSES, FaceSet
 from training.nets.tdgan import TDGAN, Discriminator
-from training.train import checkpoint
+from training.train import checkpoint, precision
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Trainer:
         self.opt_classifier = adam(m.classifier.parameters())
         self.opt_d_face = adam(self.d_face.parameters())
         self.opt_d_expression = adam(self.d_expression.parameters())
-        self.use_bf16 = cfg.bf16 and torch.backends.mkldnn.is_available()
+        self.use_bf16 = precision.use_bf16(cfg.bf16)
 
     def state(self) -> dict[str, Any]:
         """Networks and optimisers, for a checkpoint."""
