@@ -204,6 +204,80 @@ def cmd_tdgan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ckplus_split(path: str, holdout_folds: list[int]) -> tuple[FaceSet, FaceSet]:
+    """All CK+ rows of the other folds, and of `holdout_folds` (subject-disjoint)."""
+    from training.data import ckplus
+
+    data = ckplus.load_ckplus(path)
+    held = np.isin(data.meta["fold"], holdout_folds)
+    return data.subset(~held), data.subset(held)
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    from training.train.identity import Embedder, IdentityConfig, identification, train_identity
+
+    train, held = _ckplus_split(args.data, args.holdout_folds)
+    cfg = IdentityConfig(epochs=args.epochs, seed=args.seed, threads=args.threads)
+    print(f"{len(train)} images of {len(np.unique(train.meta['subject']))} subjects", flush=True)
+    last = train_identity(cfg, train, Path(args.out), progress=not args.quiet)
+    print(f"training accuracy {last['train_acc']:.4f}")
+    if len(held):
+        figures = {
+            **identification(Embedder.load(Path(args.out) / "identity.pt"), held),
+            "holdout_folds": list(args.holdout_folds),
+        }
+        (Path(args.out) / "identification.json").write_text(json.dumps(figures, indent=1))
+        print("on held-out subjects (real images):", json.dumps(figures))
+    return 0
+
+
+def cmd_transfer_quality(args: argparse.Namespace) -> int:
+    from training.evaluate import load_handler
+    from training.train.identity import Embedder, identification
+    from training.transfer_quality import load_generator, transfer_quality
+
+    _, faces = _ckplus_split(args.ckplus, args.holdout_folds)
+    expressions = load_dataset(args.expressions, "public_test")
+    expressions = expressions.subset(expressions.labels >= 0)
+    embed = Embedder.load(args.identity)
+    result = transfer_quality(
+        load_generator(args.model, args.seed),
+        load_handler(args.judge).predict_arrays,
+        embed,
+        faces,
+        expressions,
+        pairs=args.pairs,
+        seed=args.seed,
+    )
+    result["identity"]["reference_real_images"] = identification(embed, faces)
+    result.update(
+        model=args.model,
+        judge=args.judge,
+        identity_model=args.identity,
+        expressions=args.expressions,
+        holdout_folds=list(args.holdout_folds),
+    )
+    e, i, r = result["expression"], result["identity"], result["reconstruction"]
+    print(
+        f"expression hit rate {e['generated']['accuracy']:.4f} (judge on the expression images "
+        f"{e['reference_expression_images']['accuracy']:.4f}, on the unchanged faces "
+        f"{e['baseline_unchanged_face']['accuracy']:.4f}, chance {e['chance']:.4f})"
+    )
+    print(
+        f"identity: similarity to own face input {i['similarity_to_own_face_input']:.4f}, "
+        f"to other people's {i['similarity_to_other_peoples_faces']:.4f}; rank-1 "
+        f"{i['gallery']['rank1']:.4f} (real images {i['reference_real_images']['rank1']:.4f}, "
+        f"chance {i['gallery']['chance']:.4f})"
+    )
+    print(
+        f"reconstruction: face L1 {r['face_l1']:.4f} SSIM {r['face_ssim']:.4f}; "
+        f"expression L1 {r['expression_l1']:.4f} SSIM {r['expression_ssim']:.4f}"
+    )
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training import report
     from training.evaluate import load_handler
@@ -357,6 +431,38 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_tdgan)
+
+    i = sub.add_parser(
+        "identity", help="identity embedding on CK+ subjects (judge of transfer quality)"
+    )
+    i.add_argument("--data", required=True, help="the CK+ npz")
+    i.add_argument("--out", required=True)
+    i.add_argument(
+        "--holdout-folds",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="CK+ folds whose subjects are left out (the people transfers are judged on)",
+    )
+    i.add_argument("--epochs", type=int, default=40)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--threads", type=int, default=0)
+    i.add_argument("--quiet", action="store_true")
+    i.set_defaults(func=cmd_identity)
+
+    q = sub.add_parser(
+        "transfer-quality", help="expression, identity and reconstruction figures of a TDGAN"
+    )
+    q.add_argument("--model", required=True, help="a tdgan checkpoint (.pt) or tdgan.mar")
+    q.add_argument("--judge", required=True, help="classifier .mar/.pt that did not train with it")
+    q.add_argument("--identity", required=True, help="identity.pt from `fer-train identity`")
+    q.add_argument("--ckplus", required=True, help="the CK+ npz (faces of held-out subjects)")
+    q.add_argument("--expressions", required=True, help="labelled expression images not trained on")
+    q.add_argument("--holdout-folds", type=int, nargs="*", default=[0])
+    q.add_argument("--pairs", type=int, default=1000)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    q.set_defaults(func=cmd_transfer_quality)
 
     e = sub.add_parser("evaluate", help="accuracy of a checkpoint or .mar on a labelled set")
     e.add_argument("--model", required=True, help="a checkpoint (.pt) or an archive (.mar)")
