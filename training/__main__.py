@@ -303,6 +303,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_basic_flags(c: argparse.ArgumentParser) -> None:
+    """--seed, --threads and --quiet, which every training command takes."""
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_run_flags(c: argparse.ArgumentParser) -> None:
     """The flags behind `_run_options`, shared by the classifier-training commands."""
     c.add_argument("--batch-size", type=int, default=128)
@@ -314,8 +321,7 @@ def _add_run_flags(c: argparse.ArgumentParser) -> None:
         "--augment", choices=sorted(PRESETS), default="standard", help="augmentation strength"
     )
     c.add_argument("--balance", choices=["none", "loss", "sampler"], default="none")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--threads", type=int, default=0)
+    _add_basic_flags(c)
     c.add_argument(
         "--no-bf16",
         action="store_true",
@@ -323,7 +329,6 @@ def _add_run_flags(c: argparse.ArgumentParser) -> None:
     )
     c.add_argument("--limit-batches", type=int, default=0, help=argparse.SUPPRESS)
     c.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -367,10 +372,8 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also pair expressive frames with the subject's other neutral frames",
     )
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=0)
+    _add_basic_flags(g)
     g.add_argument("--resume", action="store_true")
-    g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=cmd_derl_gan)
 
     d = sub.add_parser("derl", help="DeRL stage 2: local CNNs + classifier on a frozen G")
@@ -388,9 +391,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--folds", type=int, nargs="*", default=list(range(10)))
     v.add_argument("--gan-epochs", type=int, default=60)
     v.add_argument("--epochs", type=int, default=40)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--threads", type=int, default=0)
-    v.add_argument("--quiet", action="store_true")
+    _add_basic_flags(v)
     v.set_defaults(func=cmd_derl_cv)
 
     t = sub.add_parser(
@@ -426,10 +427,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
     t.add_argument("--limit-steps", type=int, default=0, help="stop after N steps (smoke runs)")
     t.add_argument("--no-bf16", action="store_true", help="train in float32")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=0)
+    _add_basic_flags(t)
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_tdgan)
 
     i = sub.add_parser(
@@ -445,9 +444,7 @@ def parser() -> argparse.ArgumentParser:
         help="CK+ folds whose subjects are left out (the people transfers are judged on)",
     )
     i.add_argument("--epochs", type=int, default=40)
-    i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--threads", type=int, default=0)
-    i.add_argument("--quiet", action="store_true")
+    _add_basic_flags(i)
     i.set_defaults(func=cmd_identity)
 
     q = sub.add_parser(
