@@ -7,7 +7,9 @@ block, followed by two small fully connected layers with dropout.
 
 Choices the paper leaves to the implementer (widths and kernels were also picked to keep a
 training epoch on FER2013 under a minute on two CPU cores):
-- block 1: 2 x conv 5x5, 32 channels; block 2: 2 x conv 3x3, 64 channels;
+- block 1: 2 x conv 5x5, 32 channels; block 2: 2 x conv 3x3, 64 channels by default
+  (the shipped model has 128: `widths=(32, 128)`, grown from a trained 64-channel model,
+  see `training/train/widen.py` and model_store/MODEL_CARD.md);
 - batch norm after every convolution (faster, more stable training than the paper's plain
   ReLU convs); FC 256 -> 256 -> classes with dropout 0.5.
 
