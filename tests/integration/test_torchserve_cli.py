@@ -67,7 +67,15 @@ def test_cli_stops_torchserve_on_signal(
     env = {k: v for k, v in os.environ.items() if not k.startswith("TS_")}
     log = open(tmp_path / "cli.log", "wb")  # noqa: SIM115 - closed in finally
     cli = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        # As from a terminal: a test run started in the background (`make test &`, CI
+        # runners) inherits SIGINT ignored, and Ctrl-C would never reach the CLI.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     management = f"http://127.0.0.1:{ports[1]}"
     try:
@@ -80,8 +88,7 @@ def test_cli_stops_torchserve_on_signal(
 
         cli.send_signal(sig)  # Ctrl-C reaches only the CLI: TorchServe has its own session
         # The CLI's own budget: a 30 s graceful stop, then SIGTERM (10 s) and SIGKILL (5 s).
-        # On a loaded 2-core machine the graceful stop alone has taken over 30 s.
-        assert cli.wait(timeout=90) == 0
+        assert cli.wait(timeout=60) == 0
         assert not processes_mentioning(str(workdir))
     finally:
         if cli.poll() is None:
