@@ -310,6 +310,12 @@ def _add_basic_flags(c: argparse.ArgumentParser) -> None:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_holdout_folds(c: argparse.ArgumentParser, default: list[int], why: str) -> None:
+    c.add_argument(
+        "--holdout-folds", type=int, nargs="*", default=default, help=f"CK+ folds whose {why}"
+    )
+
+
 def _add_run_flags(c: argparse.ArgumentParser) -> None:
     """The flags behind `_run_options`, shared by the classifier-training commands."""
     c.add_argument("--batch-size", type=int, default=128)
@@ -360,13 +366,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--data", required=True, help="the CK+ npz")
     g.add_argument("--out", required=True)
     g.add_argument("--epochs", type=int, default=100)
-    g.add_argument(
-        "--holdout-folds",
-        type=int,
-        nargs="*",
-        default=[0],
-        help="CK+ folds whose subjects are kept out (for de-expression quality)",
-    )
+    _add_holdout_folds(g, [0], "subjects are kept out (for de-expression quality)")
     g.add_argument(
         "--cross-sequence",
         action="store_true",
@@ -417,13 +417,7 @@ def parser() -> argparse.ArgumentParser:
         help="the paper's widths everywhere (encoders 32 64 128, decoder 128 and "
         "256 128 64, noise 256): about 2x the time per step",
     )
-    t.add_argument(
-        "--holdout-folds",
-        type=int,
-        nargs="*",
-        default=[],
-        help="CK+ folds whose subjects are left out of faces and expressions",
-    )
+    _add_holdout_folds(t, [], "subjects are left out of faces and expressions")
     t.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
     t.add_argument("--limit-steps", type=int, default=0, help="stop after N steps (smoke runs)")
     t.add_argument("--no-bf16", action="store_true", help="train in float32")
@@ -436,13 +430,7 @@ def parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--data", required=True, help="the CK+ npz")
     i.add_argument("--out", required=True)
-    i.add_argument(
-        "--holdout-folds",
-        type=int,
-        nargs="*",
-        default=[0],
-        help="CK+ folds whose subjects are left out (the people transfers are judged on)",
-    )
+    _add_holdout_folds(i, [0], "subjects are left out (the people transfers are judged on)")
     i.add_argument("--epochs", type=int, default=40)
     _add_basic_flags(i)
     i.set_defaults(func=cmd_identity)
@@ -455,7 +443,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--identity", required=True, help="identity.pt from `fer-train identity`")
     q.add_argument("--ckplus", required=True, help="the CK+ npz (faces of held-out subjects)")
     q.add_argument("--expressions", required=True, help="labelled expression images not trained on")
-    q.add_argument("--holdout-folds", type=int, nargs="*", default=[0])
+    _add_holdout_folds(q, [0], "subjects give the faces (held out of the GAN's training)")
     q.add_argument("--pairs", type=int, default=1000)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--json", action="store_true", help="last stdout line: one JSON object")

@@ -49,7 +49,6 @@ def load_generator(path: str | Path, seed: int = 0) -> Generate:
         kwargs = dict(read_manifest(path)[1].net.kwargs)
     else:
         kwargs = dict(checkpoint.load(path)["metadata"]["net"]["kwargs"])
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     model = TDGAN(**kwargs)
     model.load_state_dict(checkpoint.load_weights(path))
     model.eval()
@@ -113,10 +112,11 @@ def transfer_quality(
 
     _, ids = subject_labels(faces)
     pair_ids = ids[fi]
-    e_fake, e_face = embed(fake_u8), embed(faces.images[fi])
+    e_all = embed(faces.images)
+    e_fake, e_face = embed(fake_u8), e_all[fi]
     cos = e_fake @ e_face.T  # [pairs, pairs]: output i against face input j
     other = pair_ids[None, :] != pair_ids[:, None]
-    gallery = subject_similarities(e_fake, embed(faces.images), ids, leave_one_out=False)
+    gallery = subject_similarities(e_fake, e_all, ids, leave_one_out=False)
     return {
         "pairs": pairs,
         "seed": seed,

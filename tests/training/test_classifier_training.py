@@ -13,7 +13,7 @@ import torch
 
 from training import report
 from training.__main__ import main
-from training.data.augment import AugmentConfig
+from training.data.augment import PRESETS
 from training.data.samples import FaceSet
 from training.data.synthetic import make_dataset
 from training.evaluate import load_handler
@@ -21,7 +21,7 @@ from training.train import checkpoint
 from training.train.classifier import ClassifierConfig, train_classifier
 
 TINY = {"widths": (8, 16), "kernels": (3, 3), "fc": 32}
-FLIP_ONLY = AugmentConfig(max_shift=0.0, max_rotation_deg=0.0, max_scale=0.0, p_illumination=0.0)
+FLIP_ONLY = PRESETS["flip-only"]
 
 
 @pytest.fixture(scope="module")

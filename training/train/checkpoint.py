@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from service.handlers.classifier import WEIGHTS_FILE
+
 LAST = "last.pt"
 BEST = "best.pt"
 
@@ -40,7 +42,7 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.suffix == ".mar":
         with zipfile.ZipFile(path) as z:
-            raw = z.read("weights.pt")
+            raw = z.read(WEIGHTS_FILE)
         weights = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     else:
         weights = load(path)["model"]

@@ -76,7 +76,7 @@ def train_identity(
         "fc": cfg.fc,
         "dropout": cfg.dropout,
     }
-    model = CompactCNN(**{**net_kwargs, "widths": cfg.widths, "kernels": (3, 3)})
+    model = CompactCNN(**net_kwargs)
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
     )
@@ -125,9 +125,7 @@ class Embedder:
     """uint8 faces [N,H,W] -> L2-normalised identity embeddings [N, fc]."""
 
     def __init__(self, state: dict[str, Any]) -> None:
-        kwargs = dict(state["net_kwargs"])
-        kwargs["widths"], kwargs["kernels"] = tuple(kwargs["widths"]), tuple(kwargs["kernels"])
-        self.model = CompactCNN(**kwargs)
+        self.model = CompactCNN(**state["net_kwargs"])
         self.model.load_state_dict(state["model"])
         self.model.eval()
 
