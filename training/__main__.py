@@ -53,6 +53,9 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "label_smoothing": args.label_smoothing,
         "warmup_epochs": args.warmup_epochs,
         "augment": PRESETS[args.augment],
+        "distill": args.distill,
+        "distill_weight": args.distill_weight,
+        "distill_temperature": args.distill_temperature,
     }
 
 
@@ -130,6 +133,7 @@ def cmd_derl(args: argparse.Namespace) -> int:
 
     cfg = ClassifierConfig(
         net="derl",
+        net_kwargs={"local_width": args.local_width, "local_convs": args.local_convs},
         **_run_options(args),
         mean=0.5,
         std=0.5,
@@ -327,6 +331,13 @@ def _add_run_flags(c: argparse.ArgumentParser) -> None:
         "--augment", choices=sorted(PRESETS), default="standard", help="augmentation strength"
     )
     c.add_argument("--balance", choices=["none", "loss", "sampler"], default="none")
+    c.add_argument(
+        "--distill", default="", help="teacher (.mar or checkpoint) for knowledge distillation"
+    )
+    c.add_argument(
+        "--distill-weight", type=float, default=0.5, help="share of the distillation loss"
+    )
+    c.add_argument("--distill-temperature", type=float, default=4.0)
     _add_basic_flags(c)
     c.add_argument(
         "--no-bf16",
@@ -382,6 +393,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--generator", required=True, help="stage-1 checkpoint (derl-gan last.pt)")
     d.add_argument("--out", required=True)
     d.add_argument("--epochs", type=int, default=40)
+    d.add_argument("--local-width", type=int, default=64, help="channels of the local CNNs")
+    d.add_argument(
+        "--local-convs", type=int, default=1, help="3x3 convs per pooling stage of a local CNN"
+    )
     _add_run_flags(d)
     d.set_defaults(func=cmd_derl)
 

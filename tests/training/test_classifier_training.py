@@ -217,3 +217,33 @@ def test_fine_tune_starts_from_a_shipped_archive(
     for name, tensor in state["model"].items():
         if name.endswith("weight") and tensor.ndim > 1:  # lr 0: the archive's weights, as is
             assert torch.equal(tensor, shipped[name]), name
+
+
+def test_distillation_follows_the_teacher(faces: tuple[FaceSet, FaceSet], tmp_path: Path) -> None:
+    """With the whole loss on the teacher (weight 1), the student learns what the teacher
+    answers, not the labels: a teacher trained on shifted labels (y -> y + 1) passes the
+    shift on to people neither has seen. Its answers are cached for a resumed run."""
+    train, held = faces
+    shifted = FaceSet(train.images, (train.labels + 1) % 7, train.meta)
+    base = config(net_kwargs={**TINY, "dropout": 0.0}, epochs=8, lr=0.02, augment=FLIP_ONLY)
+    train_classifier(base, shifted, held, tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / checkpoint.LAST)  # BEST is judged on true labels
+    taught = load_handler(teacher).predict_arrays(held.images).argmax(1)
+    assert np.mean(taught == (held.labels + 1) % 7) > 0.8
+
+    cfg = config(
+        net_kwargs={**TINY, "dropout": 0.0},
+        epochs=8,
+        lr=0.02,
+        augment=FLIP_ONLY,
+        seed=3,
+        distill=teacher,
+        distill_weight=1.0,
+        distill_temperature=2.0,
+    )
+    train_classifier(cfg, train, held, tmp_path / "student", progress=False)
+    assert (tmp_path / "student" / "teacher_probs.pt").exists()
+    probs = load_handler(tmp_path / "student" / checkpoint.LAST).predict_arrays(held.images)
+    pred = probs.argmax(1)
+    assert np.mean(pred == (held.labels + 1) % 7) > 0.8  # the teacher's (shifted) answers
+    assert np.mean(pred == held.labels) < 0.3

@@ -67,6 +67,12 @@ def test_network_shapes(size: int) -> None:
     assert feats.shape == (3, 32) and logits.shape == (3, 7)
     final, local_logits, out = DeRL(7, size, 1, TINY["widths"], TINY["code"], 8, 32).forward_all(x)
     assert final.shape == (3, 7) and len(local_logits) == 4 and out.shape == x.shape
+    deeper = DeRL(7, size, 1, TINY["widths"], TINY["code"], 8, 32, local_convs=2)
+    assert deeper(x).shape == (3, 7)
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in c.modules()) for c in deeper.locals]
+    # two convs per pooling stage while the map is larger than 3x3, then one more
+    stages = {48: [3, 2, 1, 0], 64: [4, 3, 2, 1]}[size]  # maps 24/12/6/3 and 32/16/8/4
+    assert convs == [2 * s + 1 for s in stages]
 
 
 def test_input_size_must_divide_by_16() -> None:

@@ -22,7 +22,9 @@ Choices the paper leaves open (and why), for 48x48 grayscale input:
   orders of magnitude; so does the code, normalised before the final classifier). Then
   conv 3x3 + BN + ReLU blocks with max-pooling down to 3x3, then FC 256 with dropout 0.5
   and a linear head; lambda_1..4 = 0.5, lambda_5 = 1 (the final classifier is what is
-  served; the local losses are deep supervision).
+  served; the local losses are deep supervision). `local_width` (64) and `local_convs`
+  (convs per pooling stage, 1) set their capacity: the largest map (24x24) carries nearly
+  all of the image, so its local CNN is where capacity pays.
 """
 
 from __future__ import annotations
@@ -133,20 +135,29 @@ class LocalCNN(nn.Module):
     """Reads one concatenated encoder/decoder map; returns (features, logits)."""
 
     def __init__(
-        self, channels: int, size: int, num_classes: int, width: int, fc: int, dropout: float = 0.5
+        self,
+        channels: int,
+        size: int,
+        num_classes: int,
+        width: int,
+        fc: int,
+        dropout: float = 0.5,
+        convs: int = 1,
     ) -> None:
         super().__init__()
         # The frozen encoder and decoder maps come at very different scales: normalise first.
         layers: list[nn.Module] = [nn.BatchNorm2d(channels)]
         cin = channels
         while size > 3:
-            layers += [
-                nn.Conv2d(cin, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            cin, size = width, size // 2
+            for _ in range(convs):
+                layers += [
+                    nn.Conv2d(cin, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                ]
+                cin = width
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
         layers += [
             nn.Conv2d(cin, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
@@ -183,13 +194,14 @@ class DeRL(nn.Module):
         local_width: int = 64,
         local_fc: int = 256,
         dropout: float = 0.5,
+        local_convs: int = 1,
     ) -> None:
         super().__init__()
         self.generator = Generator(input_size, in_channels, widths, code)
         sizes = [input_size // 2, input_size // 4, input_size // 8, input_size // 16]
         self.locals = nn.ModuleList(
             [
-                LocalCNN(2 * w, s, num_classes, local_width, local_fc)
+                LocalCNN(2 * w, s, num_classes, local_width, local_fc, convs=local_convs)
                 for w, s in zip(widths, sizes, strict=True)
             ]
         )

@@ -58,6 +58,13 @@ class ClassifierConfig:
     generator: str = ""  # DeRL: stage-1 checkpoint whose generator is loaded and frozen
     local_weight: float = 0.5  # DeRL: lambda_1..4 of the local CNN losses (lambda_5 = 1)
     init: str = ""  # start from this checkpoint's or .mar's weights (fine-tuning, new schedule)
+    # Knowledge distillation (Hinton et al. 2015) from a trained teacher (.mar or checkpoint):
+    # every head's loss is (1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T). The
+    # teacher's probabilities are computed once, on the clean training images, through its
+    # serving handler (its own preprocessing and flip averaging).
+    distill: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
 
 
 def build_net(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -109,6 +116,31 @@ def _forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, lis
         final, local_logits, _ = model.forward_all(x)  # type: ignore[operator]
         return final, list(local_logits)
     return model(x), []
+
+
+def teacher_targets(path: str, images: np.ndarray, temperature: float) -> torch.Tensor:
+    """The teacher's probabilities on `images`, softened by `temperature`."""
+    from training.evaluate import load_handler
+
+    probs = load_handler(path).predict_arrays(images)
+    logp = torch.from_numpy(np.log(np.clip(probs, 1e-8, 1.0))).float()
+    return torch.softmax(logp / temperature, dim=1)
+
+
+def head_loss(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    cfg: ClassifierConfig,
+    weight: torch.Tensor | None,
+    soft: torch.Tensor | None,
+) -> torch.Tensor:
+    """Cross-entropy on the labels, mixed with distillation when a teacher is set."""
+    ce = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
+    if soft is None:
+        return ce
+    t = cfg.distill_temperature
+    kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
+    return (1 - cfg.distill_weight) * ce + cfg.distill_weight * kd
 
 
 def evaluate_handler(handler: ClassifierHandler, data: FaceSet) -> dict[str, Any]:
@@ -206,6 +238,16 @@ def train_classifier(
     sample_p = (weights[train.labels] / weights[train.labels].sum()).double()
     images = torch.from_numpy(train.images).unsqueeze(1)  # uint8 [N,1,S,S]
     labels = torch.from_numpy(train.labels)
+    soft_all = None
+    if cfg.distill:
+        cache = out / "teacher_probs.pt"  # a resumed run reuses the teacher's answers
+        if cache.exists():
+            soft_all = torch.load(cache, weights_only=True)
+        else:
+            soft_all = teacher_targets(cfg.distill, train.images, cfg.distill_temperature)
+            torch.save(soft_all, cache)
+        agree = float((soft_all.argmax(1) == labels).float().mean())
+        log.info("teacher %s: %.4f of the training labels", cfg.distill, agree)
 
     handler = ClassifierHandler()
     for epoch in range(start, cfg.epochs):
@@ -224,15 +266,12 @@ def train_classifier(
             x = augment(images[idx].float().div_(255), cfg.augment, gen)
             x = ((x - cfg.mean) / cfg.std).contiguous(memory_format=torch.channels_last)
             y = labels[idx]
+            soft = None if soft_all is None else soft_all[idx]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                 logits, aux = _forward(model, x)
-            loss = F.cross_entropy(
-                logits.float(), y, weight=loss_weight, label_smoothing=cfg.label_smoothing
-            )
+            loss = head_loss(logits.float(), y, cfg, loss_weight, soft)
             for extra in aux:  # DeRL's local CNN losses (deep supervision)
-                loss = loss + cfg.local_weight * F.cross_entropy(
-                    extra.float(), y, weight=loss_weight, label_smoothing=cfg.label_smoothing
-                )
+                loss = loss + cfg.local_weight * head_loss(extra.float(), y, cfg, loss_weight, soft)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
