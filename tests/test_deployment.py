@@ -192,11 +192,15 @@ def test_jobs_go_through_redis_to_the_worker(compose: dict[str, Any]) -> None:
     assert "--app service.worker" in services["worker"]["healthcheck"]["test"][1]
 
 
-def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
+def test_redis_keeps_uploads_off_disk(compose: dict[str, Any]) -> None:
+    """Uploaded photos live in Redis only as long as their job: no AOF, no RDB snapshot,
+    no volume to hold their bytes after the TTL."""
     redis = compose["services"]["redis"]
     command = redis["command"]
-    assert command[command.index("--appendonly") + 1] == "yes"
-    assert any(v["target"] == "/data" and v["type"] == "volume" for v in redis["volumes"])
+    assert command[command.index("--appendonly") + 1] == "no"
+    assert command[command.index("--save") + 1] == ""
+    assert "volumes" not in redis
+    assert not compose.get("volumes")
 
 
 def test_torchserve_reserves_a_gpu_and_mounts_the_store_read_only(
