@@ -242,7 +242,9 @@ def test_distillation_follows_the_teacher(faces: tuple[FaceSet, FaceSet], tmp_pa
         distill_temperature=2.0,
     )
     train_classifier(cfg, train, held, tmp_path / "student", progress=False)
-    assert (tmp_path / "student" / "teacher_probs.pt").exists()
+    cached = torch.load(tmp_path / "student" / "teacher_probs.pt", weights_only=True)
+    assert cached["key"]["teacher"] == str(Path(teacher).resolve())
+    assert cached["key"]["temperature"] == 2.0 and cached["probs"].shape == (len(train), 7)
     probs = load_handler(tmp_path / "student" / checkpoint.LAST).predict_arrays(held.images)
     pred = probs.argmax(1)
     assert np.mean(pred == (held.labels + 1) % 7) > 0.8  # the teacher's (shifted) answers

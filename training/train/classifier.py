@@ -9,6 +9,7 @@ model is judged exactly as it will be served.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -240,12 +241,20 @@ def train_classifier(
     labels = torch.from_numpy(train.labels)
     soft_all = None
     if cfg.distill:
-        cache = out / "teacher_probs.pt"  # a resumed run reuses the teacher's answers
-        if cache.exists():
-            soft_all = torch.load(cache, weights_only=True)
+        # A resumed run reuses the teacher's answers when they are for the same teacher,
+        # temperature and training images.
+        cache = out / "teacher_probs.pt"
+        key = {
+            "teacher": str(Path(cfg.distill).resolve()),
+            "temperature": cfg.distill_temperature,
+            "images": hashlib.sha256(train.images.tobytes()).hexdigest(),
+        }
+        saved = torch.load(cache, weights_only=True) if cache.exists() else {}
+        if saved.get("key") == key:
+            soft_all = saved["probs"]
         else:
             soft_all = teacher_targets(cfg.distill, train.images, cfg.distill_temperature)
-            torch.save(soft_all, cache)
+            torch.save({"key": key, "probs": soft_all}, cache)
         agree = float((soft_all.argmax(1) == labels).float().mean())
         log.info("teacher %s: %.4f of the training labels", cfg.distill, agree)
 
