@@ -138,6 +138,7 @@ def cmd_derl(args: argparse.Namespace) -> int:
         mean=0.5,
         std=0.5,
         generator=args.generator,
+        init=args.init,
     )
     return _train_classifier(cfg, args)
 
@@ -396,6 +397,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--local-width", type=int, default=64, help="channels of the local CNNs")
     d.add_argument(
         "--local-convs", type=int, default=1, help="3x3 convs per pooling stage of a local CNN"
+    )
+    d.add_argument(
+        "--init", default="", help="start from a checkpoint's or .mar's weights (fine-tune)"
     )
     _add_run_flags(d)
     d.set_defaults(func=cmd_derl)

@@ -157,3 +157,16 @@ def test_served_neutral_face(stage2, tmp_path: Path) -> None:
     assert with_face["probabilities"] == pytest.approx(plain["probabilities"], abs=1e-6)
     neutral = Image.open(io.BytesIO(base64.b64decode(with_face["neutral"])))
     assert neutral.size == (48, 48) and neutral.mode == "L"
+
+
+def test_stage2_flags_reach_the_run() -> None:
+    """`fer-train derl` takes the local CNN sizes, distillation and `--init` (fine-tuning)."""
+    from training.__main__ import parser
+
+    args = parser().parse_args(
+        ["derl", "--data", "t.npz", "--val", "v.npz", "--generator", "g.pt", "--out", "o"]
+        + ["--local-width", "96", "--local-convs", "2", "--init", "derl.mar"]
+        + ["--distill", "compact.mar", "--distill-weight", "0.7", "--distill-temperature", "3"]
+    )
+    assert (args.local_width, args.local_convs, args.init) == (96, 2, "derl.mar")
+    assert (args.distill, args.distill_weight, args.distill_temperature) == ("compact.mar", 0.7, 3)
