@@ -56,6 +56,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "distill": args.distill,
         "distill_weight": args.distill_weight,
         "distill_temperature": args.distill_temperature,
+        "init": args.init,
     }
 
 
@@ -87,7 +88,6 @@ def cmd_compact(args: argparse.Namespace) -> int:
         net="compact",
         net_kwargs=net_kwargs,
         **_run_options(args),
-        init=args.init,
     )
     return _train_classifier(cfg, args)
 
@@ -138,7 +138,6 @@ def cmd_derl(args: argparse.Namespace) -> int:
         mean=0.5,
         std=0.5,
         generator=args.generator,
-        init=args.init,
     )
     return _train_classifier(cfg, args)
 
@@ -339,6 +338,9 @@ def _add_run_flags(c: argparse.ArgumentParser) -> None:
         "--distill-weight", type=float, default=0.5, help="share of the distillation loss"
     )
     c.add_argument("--distill-temperature", type=float, default=4.0)
+    c.add_argument(
+        "--init", default="", help="start from a checkpoint's or .mar's weights (fine-tune)"
+    )
     _add_basic_flags(c)
     c.add_argument(
         "--no-bf16",
@@ -369,9 +371,6 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--fc", type=int, default=0, help="width of the FC layers (default 256)")
     c.add_argument("--dropout", type=float, default=None, help="FC dropout (default 0.5)")
-    c.add_argument(
-        "--init", default="", help="start from a checkpoint's or .mar's weights (fine-tune)"
-    )
     c.set_defaults(func=cmd_compact)
 
     g = sub.add_parser("derl-gan", help="DeRL stage 1: the de-expression cGAN on CK+ pairs")
@@ -397,9 +396,6 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--local-width", type=int, default=64, help="channels of the local CNNs")
     d.add_argument(
         "--local-convs", type=int, default=1, help="3x3 convs per pooling stage of a local CNN"
-    )
-    d.add_argument(
-        "--init", default="", help="start from a checkpoint's or .mar's weights (fine-tune)"
     )
     _add_run_flags(d)
     d.set_defaults(func=cmd_derl)
