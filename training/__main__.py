@@ -128,18 +128,26 @@ def cmd_derl_gan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_derl(args: argparse.Namespace) -> int:
+def derl_config(args: argparse.Namespace) -> ClassifierConfig:
+    """The stage-2 run that `fer-train derl` flags describe."""
     from training.train.classifier import ClassifierConfig
 
-    cfg = ClassifierConfig(
+    return ClassifierConfig(
         net="derl",
-        net_kwargs={"local_width": args.local_width, "local_convs": args.local_convs},
+        net_kwargs={
+            "local_width": args.local_width,
+            "local_convs": args.local_convs,
+            "local_growth": args.local_growth,
+        },
         **_run_options(args),
         mean=0.5,
         std=0.5,
         generator=args.generator,
     )
-    return _train_classifier(cfg, args)
+
+
+def cmd_derl(args: argparse.Namespace) -> int:
+    return _train_classifier(derl_config(args), args)
 
 
 def cmd_derl_cv(args: argparse.Namespace) -> int:
@@ -396,6 +404,12 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--local-width", type=int, default=64, help="channels of the local CNNs")
     d.add_argument(
         "--local-convs", type=int, default=1, help="3x3 convs per pooling stage of a local CNN"
+    )
+    d.add_argument(
+        "--local-growth",
+        type=int,
+        default=1,
+        help="multiply a local CNN's channels by this after every pooling (2: VGG-style)",
     )
     _add_run_flags(d)
     d.set_defaults(func=cmd_derl)

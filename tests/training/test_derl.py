@@ -73,6 +73,11 @@ def test_network_shapes(size: int) -> None:
     # two convs per pooling stage while the map is larger than 3x3, then one more
     stages = {48: [3, 2, 1, 0], 64: [4, 3, 2, 1]}[size]  # maps 24/12/6/3 and 32/16/8/4
     assert convs == [2 * s + 1 for s in stages]
+    grown = DeRL(7, size, 1, TINY["widths"], TINY["code"], 8, 32, local_convs=2, local_growth=2)
+    assert grown(x).shape == (3, 7)
+    # VGG-style: the channels double after every pooling (8 -> 16 -> 32 ...)
+    outs = [m.out_channels for m in grown.locals[0].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert outs == [8 * 2 ** (i // 2) for i in range(2 * stages[0] + 1)]
 
 
 def test_input_size_must_divide_by_16() -> None:
@@ -161,12 +166,15 @@ def test_served_neutral_face(stage2, tmp_path: Path) -> None:
 
 def test_stage2_flags_reach_the_run() -> None:
     """`fer-train derl` takes the local CNN sizes, distillation and `--init` (fine-tuning)."""
-    from training.__main__ import parser
+    from training.__main__ import derl_config, parser
 
     args = parser().parse_args(
         ["derl", "--data", "t.npz", "--val", "v.npz", "--generator", "g.pt", "--out", "o"]
-        + ["--local-width", "96", "--local-convs", "2", "--init", "derl.mar"]
+        + ["--local-width", "96", "--local-convs", "2", "--local-growth", "2"]
+        + ["--init", "derl.mar"]
         + ["--distill", "compact.mar", "--distill-weight", "0.7", "--distill-temperature", "3"]
     )
-    assert (args.local_width, args.local_convs, args.init) == (96, 2, "derl.mar")
-    assert (args.distill, args.distill_weight, args.distill_temperature) == ("compact.mar", 0.7, 3)
+    cfg = derl_config(args)  # what the run is built from, not just what argparse read
+    assert cfg.net == "derl" and cfg.generator == "g.pt" and cfg.init == "derl.mar"
+    assert cfg.net_kwargs == {"local_width": 96, "local_convs": 2, "local_growth": 2}
+    assert (cfg.distill, cfg.distill_weight, cfg.distill_temperature) == ("compact.mar", 0.7, 3)

@@ -24,7 +24,9 @@ Choices the paper leaves open (and why), for 48x48 grayscale input:
   and a linear head; lambda_1..4 = 0.5, lambda_5 = 1 (the final classifier is what is
   served; the local losses are deep supervision). `local_width` (64) and `local_convs`
   (convs per pooling stage, 1) set their capacity: the largest map (24x24) carries nearly
-  all of the image, so its local CNN is where capacity pays.
+  all of the image, so its local CNN is where capacity pays. `local_growth` (1) multiplies
+  the channels after every pooling, as VGG does (2: 64 -> 128 -> 256 -> 512 on the 24x24
+  path), which adds capacity on the small maps for about the cost of one more stage.
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ class LocalCNN(nn.Module):
         fc: int,
         dropout: float = 0.5,
         convs: int = 1,
+        growth: int = 1,
     ) -> None:
         super().__init__()
         # The frozen encoder and decoder maps come at very different scales: normalise first.
@@ -158,6 +161,7 @@ class LocalCNN(nn.Module):
                 cin = width
             layers.append(nn.MaxPool2d(2))
             size //= 2
+            width *= growth  # VGG-style: more channels on smaller maps, same cost per stage
         layers += [
             nn.Conv2d(cin, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
@@ -195,13 +199,22 @@ class DeRL(nn.Module):
         local_fc: int = 256,
         dropout: float = 0.5,
         local_convs: int = 1,
+        local_growth: int = 1,
     ) -> None:
         super().__init__()
         self.generator = Generator(input_size, in_channels, widths, code)
         sizes = [input_size // 2, input_size // 4, input_size // 8, input_size // 16]
         self.locals = nn.ModuleList(
             [
-                LocalCNN(2 * w, s, num_classes, local_width, local_fc, convs=local_convs)
+                LocalCNN(
+                    2 * w,
+                    s,
+                    num_classes,
+                    local_width,
+                    local_fc,
+                    convs=local_convs,
+                    growth=local_growth,
+                )
                 for w, s in zip(widths, sizes, strict=True)
             ]
         )
