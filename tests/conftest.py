@@ -76,8 +76,9 @@ def export_tiny_derl(store: Path) -> Path:
     import torch
 
     from training.export import export
+    from training.nets import build_net
     from training.train import checkpoint
-    from training.train.classifier import ClassifierConfig, build_net, metadata
+    from training.train.classifier import ClassifierConfig, metadata
 
     torch.manual_seed(0)
     cfg = ClassifierConfig(

@@ -16,10 +16,12 @@ from training.data.samples import FaceSet
 
 if TYPE_CHECKING:
     from training.train.classifier import ClassifierConfig
+    from training.train.loop import RunOptions
 
 
 def load_dataset(path: str, split: str | None = None) -> FaceSet:
-    """Read a data set by its form: `.npz`, FER2013 `.csv`, or an image-folder root."""
+    """Read a data set by its form: `.npz` (plain or a bundle), FER2013 `.csv`, or an
+    image-folder root."""
     from training.data import fer2013
 
     p = Path(path)
@@ -29,7 +31,7 @@ def load_dataset(path: str, split: str | None = None) -> FaceSet:
         return folder.load_folder(p)
     if p.suffix == ".csv":
         return fer2013.load_csv(p, split)
-    with np.load(p) as z:
+    with np.load(p) as z:  # a bundle keeps the source's array names
         is_ckplus = "neutral_index" in z.files and "fer_labels" in z.files
     if is_ckplus:  # CK+ codes differ from FER2013's: its reader maps them (contempt dropped)
         from training.data import ckplus
@@ -46,8 +48,6 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "lr": args.lr,
         "balance": args.balance,
         "seed": args.seed,
-        "bf16": not args.no_bf16,
-        "threads": args.threads,
         "limit_batches": args.limit_batches,
         "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing,
@@ -60,6 +60,32 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _loop_options(args: argparse.Namespace, **defaults: Any) -> RunOptions:
+    """The shared training loop's options from the flags of `_add_loop_flags`."""
+    from training.train.loop import RunOptions
+
+    return RunOptions(
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        time_budget=args.time_budget,
+        max_steps=args.max_steps,
+        compile=args.compile,
+        progress=not args.quiet,
+        **defaults,
+    )
+
+
+def _stopped(result: dict[str, Any]) -> None:
+    """Say where a run that stopped early stands."""
+    if result.get("stopped") in ("time_budget", "max_steps"):
+        why = "time budget" if result["stopped"] == "time_budget" else "--max-steps"
+        print(
+            f"stopped by the {why} at step {result['step']}/{result['total_steps']}: "
+            "resumable with --resume; servable weights in OUT/export.pt"
+        )
+
+
 def _train_classifier(cfg: ClassifierConfig, args: argparse.Namespace) -> int:
     """Train `cfg` on `--data`, selecting on `--val`, into `--out`."""
     from training.train.classifier import train_classifier
@@ -67,10 +93,10 @@ def _train_classifier(cfg: ClassifierConfig, args: argparse.Namespace) -> int:
     train = load_dataset(args.data, "train")
     val = load_dataset(args.val, "public_test")
     print(f"train {len(train)} images, validation {len(val)} images", flush=True)
-    best = train_classifier(
-        cfg, train, val, Path(args.out), resume=args.resume, progress=not args.quiet
-    )
-    print(f"best validation accuracy {best['accuracy']:.4f} at epoch {best['epoch']}")
+    best = train_classifier(cfg, train, val, Path(args.out), args.resume, _loop_options(args))
+    _stopped(best)
+    if best.get("accuracy", -1) >= 0:
+        print(f"best validation accuracy {best['accuracy']:.4f} at epoch {best['epoch']}")
     return 0
 
 
@@ -102,7 +128,6 @@ def cmd_derl_gan(args: argparse.Namespace) -> int:
     cfg = GanConfig(
         epochs=args.epochs,
         seed=args.seed,
-        threads=args.threads,
         holdout_folds=tuple(args.holdout_folds),
         cross_sequence=args.cross_sequence,
     )
@@ -111,8 +136,9 @@ def cmd_derl_gan(args: argparse.Namespace) -> int:
         f"{len(pairs)} training pairs from {len(np.unique(train.meta['subject']))} subjects",
         flush=True,
     )
-    train_gan(cfg, train, pairs, Path(args.out), resume=args.resume, progress=not args.quiet)
-    if len(test):
+    result = train_gan(cfg, train, pairs, Path(args.out), args.resume, _loop_options(args))
+    _stopped(result)
+    if len(test) and result["stopped"] == "done":
         from training.nets.derl import Generator
         from training.train import checkpoint
 
@@ -155,13 +181,12 @@ def cmd_derl_cv(args: argparse.Namespace) -> int:
     from training.train.derl_cv import CvConfig, run_cv
 
     cfg = CvConfig(
-        folds=tuple(args.folds),
-        gan_epochs=args.gan_epochs,
-        epochs=args.epochs,
-        seed=args.seed,
-        threads=args.threads,
+        folds=tuple(args.folds), gan_epochs=args.gan_epochs, epochs=args.epochs, seed=args.seed
     )
-    s = run_cv(cfg, ckplus.load_ckplus(args.data), Path(args.out), progress=not args.quiet)
+    s = run_cv(cfg, ckplus.load_ckplus(args.data), Path(args.out), _loop_options(args))
+    if s["stopped"] != "done":
+        print(f"stopped by the time budget after {len(s['folds'])} folds: run it again to resume")
+        return 0
     print(
         f"CK+ 10-fold: mean accuracy {s['mean_accuracy']:.4f} (std {s['std_accuracy']:.4f}), "
         f"pooled {s['pooled_accuracy']:.4f}"
@@ -193,12 +218,9 @@ def cmd_tdgan(args: argparse.Namespace) -> int:
         lr=args.lr,
         net_kwargs=net_kwargs,
         seed=args.seed,
-        threads=args.threads,
-        bf16=not args.no_bf16,
-        save_every=args.save_every,
-        limit_steps=args.limit_steps,
         holdout_folds=tuple(args.holdout_folds),
     )
+    opts = _loop_options(args, log_every=args.log_every, save_every=args.save_every)
     val = load_dataset(args.val, "public_test") if args.val else None
     print(
         f"faces: {len(data)} images of {len(np.unique(data.meta['subject']))} CK+ subjects; "
@@ -206,9 +228,8 @@ def cmd_tdgan(args: argparse.Namespace) -> int:
         + (f"; validation {len(val)}" if val is not None else ""),
         flush=True,
     )
-    result = train_tdgan(
-        cfg, data, expressions, Path(args.out), val, resume=args.resume, progress=not args.quiet
-    )
+    result = train_tdgan(cfg, data, expressions, Path(args.out), val, args.resume, opts)
+    _stopped(result)
     print(f"step {result['step']}/{result['total_steps']}")
     if result["best"].get("step"):
         best = result["best"]
@@ -229,9 +250,12 @@ def cmd_identity(args: argparse.Namespace) -> int:
     from training.train.identity import Embedder, IdentityConfig, identification, train_identity
 
     train, held = _ckplus_split(args.data, args.holdout_folds)
-    cfg = IdentityConfig(epochs=args.epochs, seed=args.seed, threads=args.threads)
+    cfg = IdentityConfig(epochs=args.epochs, seed=args.seed)
     print(f"{len(train)} images of {len(np.unique(train.meta['subject']))} subjects", flush=True)
-    last = train_identity(cfg, train, Path(args.out), progress=not args.quiet)
+    last = train_identity(cfg, train, Path(args.out), args.resume, _loop_options(args))
+    if last["stopped"] != "done":
+        print("stopped before the end: resumable with --resume")
+        return 0
     print(f"training accuracy {last['train_acc']:.4f}")
     if len(held):
         figures = {
@@ -307,6 +331,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from training.data.bundle import write_bundle
+
+    sizes = write_bundle(args.source, args.target)
+    print(
+        f"{args.target}: {sizes['bundle_bytes'] / 1e6:.1f} MB "
+        f"(source {sizes['source_bytes'] / 1e6:.1f} MB), reads back identical"
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from training.export import export
 
@@ -315,11 +350,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_basic_flags(c: argparse.ArgumentParser) -> None:
-    """--seed, --threads and --quiet, which every training command takes."""
+def _add_loop_flags(c: argparse.ArgumentParser) -> None:
+    """The flags of the shared training loop (`_loop_options`), which every training
+    command takes, and --seed."""
+    from training.train.loop import COMPILE_MODES, DEVICES, PRECISIONS
+
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
+    c.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bfloat16 autocast on CUDA and on CPUs with native bfloat16, else float32",
+    )
     c.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    c.add_argument(
+        "--time-budget",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="stop cleanly before this many seconds, resumable, with OUT/export.pt",
+    )
+    c.add_argument("--max-steps", type=int, default=0, help="stop this run after N steps")
+    c.add_argument(
+        "--compile", choices=COMPILE_MODES, default="none", help="torch.compile the networks"
+    )
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
 
 
 def _add_holdout_folds(c: argparse.ArgumentParser, default: list[int], why: str) -> None:
@@ -349,14 +406,8 @@ def _add_run_flags(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--init", default="", help="start from a checkpoint's or .mar's weights (fine-tune)"
     )
-    _add_basic_flags(c)
-    c.add_argument(
-        "--no-bf16",
-        action="store_true",
-        help="train in float32 (bfloat16 is used only where the CPU has it natively)",
-    )
+    _add_loop_flags(c)
     c.add_argument("--limit-batches", type=int, default=0, help=argparse.SUPPRESS)
-    c.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -391,8 +442,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also pair expressive frames with the subject's other neutral frames",
     )
-    _add_basic_flags(g)
-    g.add_argument("--resume", action="store_true")
+    _add_loop_flags(g)
     g.set_defaults(func=cmd_derl_gan)
 
     d = sub.add_parser("derl", help="DeRL stage 2: local CNNs + classifier on a frozen G")
@@ -420,7 +470,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--folds", type=int, nargs="*", default=list(range(10)))
     v.add_argument("--gan-epochs", type=int, default=60)
     v.add_argument("--epochs", type=int, default=40)
-    _add_basic_flags(v)
+    _add_loop_flags(v)
     v.set_defaults(func=cmd_derl_cv)
 
     t = sub.add_parser(
@@ -448,10 +498,8 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_holdout_folds(t, [], "subjects are left out of faces and expressions")
     t.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
-    t.add_argument("--limit-steps", type=int, default=0, help="stop after N steps (smoke runs)")
-    t.add_argument("--no-bf16", action="store_true", help="train in float32")
-    _add_basic_flags(t)
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--log-every", type=int, default=50, help="steps per history row")
+    _add_loop_flags(t)
     t.set_defaults(func=cmd_tdgan)
 
     i = sub.add_parser(
@@ -461,7 +509,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True)
     _add_holdout_folds(i, [0], "subjects are left out (the people transfers are judged on)")
     i.add_argument("--epochs", type=int, default=40)
-    _add_basic_flags(i)
+    _add_loop_flags(i)
     i.set_defaults(func=cmd_identity)
 
     q = sub.add_parser(
@@ -484,6 +532,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default=None, help="for fer2013.csv: train/public_test/...")
     e.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser(
+        "bundle", help="lossless compact copy of an image npz (images as WebP) to carry along"
+    )
+    b.add_argument("source", help="an npz with uint8 `images` [N,H,W]")
+    b.add_argument("target", help="the bundle to write (.npz; read wherever an npz is)")
+    b.set_defaults(func=cmd_bundle)
 
     x = sub.add_parser("export", help="build a TorchServe .mar from a checkpoint")
     x.add_argument("checkpoint")

@@ -7,6 +7,7 @@ from typing import Any
 
 from service.archive import open_archive
 from service.handlers.classifier import ClassifierHandler
+from training.nets import build_net
 from training.train import checkpoint
 
 
@@ -15,8 +16,6 @@ def load_handler(path: str | Path) -> Any:
     path = Path(path)
     if path.suffix == ".mar":
         return open_archive(path).handler
-    from training.train.classifier import build_net
-
     state = checkpoint.load(path)
     meta = state["metadata"]
     handler = ClassifierHandler()

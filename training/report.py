@@ -83,11 +83,10 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    history = [h for h in history if "val_acc" in h]  # the end-of-epoch rows
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(epochs, [h["train_loss"] for h in history], label="train")
-    if all("val_loss" in h for h in history):
-        a.plot(epochs, [h["val_loss"] for h in history], label="validation")
     a.set_xlabel("epoch")
     a.set_ylabel("loss")
     a.legend()
@@ -124,3 +123,13 @@ def plot_losses(history: list[dict[str, float]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_grid(columns: list[np.ndarray], path: Path, scale: int = 2) -> None:
+    """Sample grid as PNG: one row per sample, one column per uint8 [N,H,W] stack (e.g.
+    input | generated | target), enlarged `scale` times."""
+    from PIL import Image
+
+    grid = np.concatenate([np.concatenate(list(c), axis=0) for c in columns], axis=1)
+    image = Image.fromarray(grid)
+    image.resize((grid.shape[1] * scale, grid.shape[0] * scale)).save(path)

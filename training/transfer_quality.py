@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from training.data.samples import CLASSES, FaceSet
+from training.data.tensors import to_float, to_uint8
 from training.metrics import ssim
 from training.train.identity import identity_figures, subject_labels, subject_similarities
 
@@ -63,14 +64,6 @@ def load_generator(path: str | Path, seed: int = 0) -> Generate:
     return generate
 
 
-def _unit(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div(255).unsqueeze(1)
-
-
-def _uint8(x: torch.Tensor) -> np.ndarray:
-    return x.squeeze(1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
 def _batched(generate: Generate, a: torch.Tensor, b: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([generate(a[i : i + size], b[i : i + size]) for i in range(0, len(a), size)])
 
@@ -102,13 +95,13 @@ def transfer_quality(
     rng = np.random.default_rng(seed)
     fi = rng.integers(len(faces), size=pairs)
     ei = rng.integers(len(expressions), size=pairs)
-    face, expression = _unit(faces.images[fi]), _unit(expressions.images[ei])
+    face, expression = to_float(faces.images[fi]), to_float(expressions.images[ei])
     requested = expressions.labels[ei]
 
     fake = _batched(generate, face, expression, batch_size)
     face_rec = _batched(generate, fake, face, batch_size)
     expression_rec = _batched(generate, expression, fake, batch_size)
-    fake_u8 = _uint8(fake)
+    fake_u8 = to_uint8(fake)
 
     _, ids = subject_labels(faces)
     pair_ids = ids[fi]

@@ -19,9 +19,12 @@ from training.data.synthetic import make_dataset
 from training.evaluate import load_handler
 from training.train import checkpoint
 from training.train.classifier import ClassifierConfig, train_classifier
+from training.train.loop import RunOptions
 
 TINY = {"widths": (8, 16), "kernels": (3, 3), "fc": 32}
 FLIP_ONLY = PRESETS["flip-only"]
+#: One thread: tiny networks run faster on it than on two busy ones.
+QUIET = RunOptions(device="cpu", threads=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def small(faces: tuple[FaceSet, FaceSet]) -> tuple[FaceSet, FaceSet]:
 
 
 def config(**changes: Any) -> ClassifierConfig:
-    """A tiny, single-threaded run with dropout and the full augmentation, so that every
+    """A tiny run with dropout and the full augmentation, so that every
     random stream (init, batch order, augmentation, dropout) is exercised."""
     base: dict[str, Any] = {
         "net_kwargs": dict(TINY),
@@ -48,13 +51,12 @@ def config(**changes: Any) -> ClassifierConfig:
         "batch_size": 16,
         "lr": 0.05,
         "warmup_epochs": 1,
-        "threads": 1,
     }
     return ClassifierConfig(**{**base, **changes})
 
 
 def without_time(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+    return [{k: v for k, v in row.items() if "seconds" not in k} for row in history]
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -73,7 +75,7 @@ def test_tiny_cnn_learns_expressions_of_unseen_people(
     assert not set(train.meta["identity"]) & set(held.meta["identity"])
     # Reaches 0.96-0.97 on held-out people for training seeds 0-4 (about 4 s).
     cfg = config(net_kwargs={**TINY, "dropout": 0.0}, epochs=8, lr=0.02, augment=FLIP_ONLY)
-    best = train_classifier(cfg, train, held, tmp_path, progress=False)
+    best = train_classifier(cfg, train, held, tmp_path, opts=QUIET)
     assert best["accuracy"] > 0.9, best["per_class"]
     history = json.loads((tmp_path / "history.json").read_text())
     assert len(history) == 8 and history[0]["val_acc"] < 0.5  # it learned; it did not start so
@@ -87,11 +89,11 @@ def test_tiny_cnn_learns_expressions_of_unseen_people(
 
 def test_resume_extends_a_finished_run(faces: tuple[FaceSet, FaceSet], tmp_path: Path) -> None:
     train, val = small(faces)
-    train_classifier(config(epochs=2), train, val, tmp_path, progress=False)
+    train_classifier(config(epochs=2), train, val, tmp_path, opts=QUIET)
     first = json.loads((tmp_path / "history.json").read_text())
     assert len(first) == 2
 
-    train_classifier(config(epochs=3), train, val, tmp_path, resume=True, progress=False)
+    train_classifier(config(epochs=3), train, val, tmp_path, resume=True, opts=QUIET)
     history = json.loads((tmp_path / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert history[:2] == first  # the first two epochs are the earlier run's, untouched
@@ -108,7 +110,7 @@ def test_interrupted_run_resumes_to_the_same_result(
 ) -> None:
     train, val = small(faces)
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    train_classifier(config(), train, val, whole, progress=False)
+    train_classifier(config(), train, val, whole, opts=QUIET)
 
     plot_curves = report.plot_curves
 
@@ -119,11 +121,11 @@ def test_interrupted_run_resumes_to_the_same_result(
 
     monkeypatch.setattr(report, "plot_curves", die_after_epoch_two)
     with pytest.raises(Interrupted):
-        train_classifier(config(), train, val, broken, progress=False)
+        train_classifier(config(), train, val, broken, opts=QUIET)
     monkeypatch.undo()
     assert checkpoint.load(broken / checkpoint.LAST)["epoch"] == 2
 
-    train_classifier(config(), train, val, broken, resume=True, progress=False)
+    train_classifier(config(), train, val, broken, resume=True, opts=QUIET)
     assert same_weights(whole, broken)
     h_whole = json.loads((whole / "history.json").read_text())
     h_broken = json.loads((broken / "history.json").read_text())
@@ -135,7 +137,7 @@ def test_same_seed_same_run_other_seed_other_run(
 ) -> None:
     train, val = small(faces)
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        train_classifier(config(seed=seed), train, val, tmp_path / name, progress=False)
+        train_classifier(config(seed=seed), train, val, tmp_path / name, opts=QUIET)
     assert same_weights(tmp_path / "a", tmp_path / "b")
     assert not same_weights(tmp_path / "a", tmp_path / "c")
     runs = [json.loads((tmp_path / n / "history.json").read_text()) for n in "abc"]
@@ -226,7 +228,7 @@ def test_distillation_follows_the_teacher(faces: tuple[FaceSet, FaceSet], tmp_pa
     train, held = faces
     shifted = FaceSet(train.images, (train.labels + 1) % 7, train.meta)
     base = config(net_kwargs={**TINY, "dropout": 0.0}, epochs=8, lr=0.02, augment=FLIP_ONLY)
-    train_classifier(base, shifted, held, tmp_path / "teacher", progress=False)
+    train_classifier(base, shifted, held, tmp_path / "teacher", opts=QUIET)
     teacher = str(tmp_path / "teacher" / checkpoint.LAST)  # BEST is judged on true labels
     taught = load_handler(teacher).predict_arrays(held.images).argmax(1)
     assert np.mean(taught == (held.labels + 1) % 7) > 0.8
@@ -241,7 +243,7 @@ def test_distillation_follows_the_teacher(faces: tuple[FaceSet, FaceSet], tmp_pa
         distill_weight=1.0,
         distill_temperature=2.0,
     )
-    train_classifier(cfg, train, held, tmp_path / "student", progress=False)
+    train_classifier(cfg, train, held, tmp_path / "student", opts=QUIET)
     cached = torch.load(tmp_path / "student" / "teacher_probs.pt", weights_only=True)
     assert cached["key"]["teacher"] == str(Path(teacher).resolve())
     assert cached["key"]["temperature"] == 2.0 and cached["probs"].shape == (len(train), 7)

@@ -33,6 +33,7 @@ from training.nets.tdgan import (
     feature_size,
 )
 from training.train import checkpoint
+from training.train.loop import RunOptions
 from training.train.tdgan import LOSSES, TdganConfig, train_tdgan
 
 TINY: dict[str, object] = {
@@ -108,13 +109,13 @@ def run(tmp_path_factory: pytest.TempPathFactory, sets: tuple[FaceSet, FaceSet])
     """7 steps in two sittings: 4 steps, then resumed for 3 more (epoch = 3 steps)."""
     faces, expressions = sets
     out = tmp_path_factory.mktemp("tdgan")
-    cfg = TdganConfig(
-        epochs=3, batch_size=8, net_kwargs=dict(TINY), log_every=2, save_every=2, limit_steps=4
-    )
-    first = train_tdgan(cfg, faces, expressions, out, val=expressions, progress=False)
-    assert first["step"] == 4 and first["total_steps"] == 9
-    cfg = TdganConfig(epochs=3, limit_steps=3)  # the rest comes from the checkpoint
-    second = train_tdgan(cfg, faces, expressions, out, val=expressions, resume=True, progress=False)
+    opts = RunOptions(device="cpu", log_every=2, save_every=2, max_steps=4, progress=False)
+    cfg = TdganConfig(epochs=3, batch_size=8, net_kwargs=dict(TINY))
+    first = train_tdgan(cfg, faces, expressions, out, val=expressions, opts=opts)
+    assert first["step"] == 4 and first["total_steps"] == 9 and first["stopped"] == "max_steps"
+    opts.max_steps = 3
+    cfg = TdganConfig(epochs=3)  # the rest comes from the checkpoint
+    second = train_tdgan(cfg, faces, expressions, out, val=expressions, resume=True, opts=opts)
     assert second["step"] == 7
     return out
 
@@ -133,8 +134,9 @@ def test_training_losses_are_finite(run: Path) -> None:
 
 def test_checkpoint_resumes(run: Path) -> None:
     history = json.loads((run / "history.json").read_text())
-    # rows every 2 steps and at each epoch's end (3, 6); the resumed run continues at 5
-    assert [r["step"] for r in history] == [2, 3, 4, 6, 7]
+    # rows every 2 steps and at each epoch's end (3, 6); the resumed run continues at 5; the
+    # window that step 7 opened is in the checkpoint, not yet a row
+    assert [r["step"] for r in history] == [2, 3, 4, 6]
     assert [r["step"] for r in history if "val_acc" in r] == [3, 6]
     state = checkpoint.load(run / checkpoint.LAST)
     assert state["step"] == 7 and state["identities"] == [f"syn{i:05d}" for i in range(6)]
@@ -219,7 +221,7 @@ def test_cli(tmp_path: Path, sets: tuple[FaceSet, FaceSet], capsys: pytest.Captu
     out = tmp_path / "run"
     argv = ["tdgan", "--ckplus", str(tmp_path / "ckplus.npz"), "--fer2013"]
     argv += [str(tmp_path / "fer.npz"), "--out", str(out), "--widths", "4", "8", "8"]
-    argv += ["--batch-size", "4", "--limit-steps", "2", "--holdout-folds", "0", "--quiet"]
+    argv += ["--batch-size", "4", "--max-steps", "2", "--holdout-folds", "0", "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     # fold 0 holds subjects 0 and 3: 4 of 6 subjects stay, and their peaks join FER2013

@@ -21,9 +21,11 @@ from training.data.synthetic import make_dataset
 from training.evaluate import load_handler
 from training.train.classifier import ClassifierConfig, train_classifier
 from training.train.identity import Embedder, IdentityConfig, identification, train_identity
+from training.train.loop import RunOptions
 from training.transfer_quality import transfer_quality
 
 SIZE = 32
+QUIET = RunOptions(device="cpu", threads=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +35,10 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("quality")
     people = make_dataset(480, size=SIZE, seed=3, identities=range(12), intensity_range=(0.8, 1))
     train_identity(
-        IdentityConfig(epochs=12, batch_size=32, widths=(8, 16), fc=32, threads=1),
+        IdentityConfig(epochs=12, batch_size=32, widths=(8, 16), fc=32),
         people,
         tmp / "identity",
-        progress=False,
+        opts=QUIET,
     )
     strong = (0.9, 1.0)  # clear expressions, as in the classifier-training tests
     expressions = make_dataset(
@@ -50,13 +52,12 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             batch_size=16,
             lr=0.02,
             warmup_epochs=1,
-            threads=1,
             augment=PRESETS["flip-only"],
         ),
         expressions,
         held,
         tmp / "judge",
-        progress=False,
+        opts=QUIET,
     )
     return {
         "embed": Embedder.load(tmp / "identity" / "identity.pt"),

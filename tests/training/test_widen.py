@@ -7,6 +7,7 @@ import torch
 
 from training.nets.compact import CompactCNN
 from training.train import precision
+from training.train.loop import autocast_dtype
 from training.train.widen import widen_compact_block2
 
 
@@ -33,6 +34,11 @@ def test_block2_cannot_shrink() -> None:
         widen_compact_block2(state, 8)
 
 
-def test_bf16_only_when_asked_and_native() -> None:
-    assert precision.use_bf16(False) is False
-    assert precision.use_bf16(True) is precision.native_bf16()
+def test_precision_rule() -> None:
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "fp32") is None
+    assert autocast_dtype(cpu, "bf16") is torch.bfloat16
+    # auto: bfloat16 only where the CPU computes it natively
+    assert (autocast_dtype(cpu, "auto") is torch.bfloat16) is precision.native_bf16()
+    with pytest.raises(ValueError, match="precision"):
+        autocast_dtype(cpu, "fp16")

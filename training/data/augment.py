@@ -1,4 +1,7 @@
-"""Batch augmentation on float tensors in [0, 1], shape [N, 1, H, W].
+"""Batch augmentation on float tensors in [0, 1], shape [N, 1, H, W], on their device.
+
+Every random draw comes from the given generator, which lives on the images' device (the
+training loop keeps data and augmentation on the GPU when it trains there).
 
 Geometric: random crop (as a translation), horizontal flip, small rotation and scale,
 all in one affine warp per image. Photometric: the illumination augmentation of Kuo, Lai,
@@ -31,16 +34,20 @@ class AugmentConfig:
 
 def geometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Random crop/flip/rotation/scale as one affine warp (border pixels replicated)."""
-    n = x.shape[0]
+    n, dev = x.shape[0], x.device
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(n, generator=gen) * (hi - lo) + lo
+        return torch.rand(n, generator=gen, device=dev) * (hi - lo) + lo
 
     angle = uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg) * math.pi / 180
     scale = uniform(1 - cfg.max_scale, 1 + cfg.max_scale)
     tx = uniform(-cfg.max_shift, cfg.max_shift) * 2
     ty = uniform(-cfg.max_shift, cfg.max_shift) * 2
-    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    flip = (
+        torch.where(torch.rand(n, generator=gen, device=dev) < 0.5, -1.0, 1.0)
+        if cfg.flip
+        else torch.ones(n, device=dev)
+    )
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
@@ -52,21 +59,26 @@ def geometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torc
 def illumination(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Random gamma, contrast and directional shading (Kuo et al. 2018), result in [0, 1]."""
     n, _, h, w = x.shape
-    apply = (torch.rand(n, 1, 1, 1, generator=gen) < cfg.p_illumination).to(x.dtype)
+    dev = x.device
 
-    gamma = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * cfg.gamma)
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen, device=dev)
+
+    apply = (rand(n, 1, 1, 1) < cfg.p_illumination).to(x.dtype)
+
+    gamma = torch.exp((rand(n, 1, 1, 1) * 2 - 1) * cfg.gamma)
     y = x.clamp(1e-4, 1).pow(gamma)
 
     mean = y.mean(dim=(2, 3), keepdim=True)
-    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * cfg.contrast
+    contrast = 1 + (rand(n, 1, 1, 1) * 2 - 1) * cfg.contrast
     y = (y - mean) * contrast + mean
 
     # A linear ramp across the face in a random direction: one side darker, one brighter.
-    direction = torch.rand(n, generator=gen) * 2 * math.pi
-    ys = torch.linspace(-1, 1, h).view(1, h, 1)
-    xs = torch.linspace(-1, 1, w).view(1, 1, w)
+    direction = rand(n) * 2 * math.pi
+    ys = torch.linspace(-1, 1, h, device=dev).view(1, h, 1)
+    xs = torch.linspace(-1, 1, w, device=dev).view(1, 1, w)
     ramp = torch.cos(direction).view(n, 1, 1) * xs + torch.sin(direction).view(n, 1, 1) * ys
-    amplitude = (torch.rand(n, 1, 1, generator=gen) * cfg.shading).to(x.dtype)
+    amplitude = (rand(n, 1, 1) * cfg.shading).to(x.dtype)
     y = y * (1 + amplitude * ramp / 2).unsqueeze(1)
 
     return (apply * y + (1 - apply) * x).clamp(0, 1)

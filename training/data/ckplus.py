@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.bundle import load_arrays
 from training.data.samples import FaceSet
 
 #: CK+ emotion codes, in code order.
@@ -43,21 +44,21 @@ _COLUMNS = ("subject", "sequence", "frame", "neutral", "fold", "source", "labele
 
 def load_ckplus(path: str | Path) -> FaceSet:
     """Read every row of the CK+ npz; labels in FER2013 order, contempt = -1."""
-    with np.load(path, allow_pickle=False) as z:
-        missing = {"images", "labels", "neutral_index", *_COLUMNS} - set(z.files)
-        if missing:
-            raise ValueError(f"{path}: not a CK+ npz, missing arrays {sorted(missing)}")
-        images = z["images"]
-        ck = z["labels"].astype(np.int64)
-        if ck.size and (ck.min() < 0 or ck.max() >= len(CK_CLASSES)):
-            raise ValueError(f"{path}: CK+ labels outside 0..{len(CK_CLASSES) - 1}")
-        labels = CK_TO_FER[ck]
-        # The file carries the FER2013 coding too; a disagreement means a different coding.
-        if "fer_labels" in z.files and not np.array_equal(z["fer_labels"], labels):
-            raise ValueError(f"{path}: fer_labels disagree with the CK+ code mapping")
-        meta = {k: z[k] for k in _COLUMNS}
-        meta["name"] = z["names"] if "names" in z.files else np.full(len(ck), "")
-        meta["neutral_index"] = z["neutral_index"].astype(np.int64)
+    z = load_arrays(path)
+    missing = {"images", "labels", "neutral_index", *_COLUMNS} - set(z)
+    if missing:
+        raise ValueError(f"{path}: not a CK+ npz, missing arrays {sorted(missing)}")
+    images = z["images"]
+    ck = z["labels"].astype(np.int64)
+    if ck.size and (ck.min() < 0 or ck.max() >= len(CK_CLASSES)):
+        raise ValueError(f"{path}: CK+ labels outside 0..{len(CK_CLASSES) - 1}")
+    labels = CK_TO_FER[ck]
+    # The file carries the FER2013 coding too; a disagreement means a different coding.
+    if "fer_labels" in z and not np.array_equal(z["fer_labels"], labels):
+        raise ValueError(f"{path}: fer_labels disagree with the CK+ code mapping")
+    meta = {k: z[k] for k in _COLUMNS}
+    meta["name"] = z["names"] if "names" in z else np.full(len(ck), "")
+    meta["neutral_index"] = z["neutral_index"].astype(np.int64)
     meta["ck_label"] = ck
     meta["row"] = np.arange(len(ck), dtype=np.int64)
     return FaceSet(images, labels, meta)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.bundle import load_arrays
 from training.data.samples import CLASSES, FaceSet
 
 #: `Usage` values of fer2013.csv, by the split names this project uses.
@@ -14,20 +15,21 @@ CSV_SPLITS = {"train": "Training", "public_test": "PublicTest", "private_test": 
 
 
 def load_npz(path: str | Path) -> FaceSet:
-    """Read any npz with `images` (uint8 [N,H,W]) and `labels` in FER2013 class order.
+    """Read any npz (plain or a bundle) with `images` (uint8 [N,H,W]) and `labels` in
+    FER2013 class order.
 
     Extra per-image arrays (`names`, `subject`, ...) become `meta` columns.
     """
-    with np.load(path, allow_pickle=False) as z:
-        if "images" not in z or "labels" not in z:
-            raise ValueError(f"{path}: needs arrays 'images' and 'labels', has {list(z.keys())}")
-        images = z["images"]
-        labels = z["labels"].astype(np.int64)
-        meta = {
-            ("name" if k == "names" else k): z[k]
-            for k in z.files
-            if k not in ("images", "labels") and z[k].shape[:1] == images.shape[:1]
-        }
+    z = load_arrays(path)
+    if "images" not in z or "labels" not in z:
+        raise ValueError(f"{path}: needs arrays 'images' and 'labels', has {list(z)}")
+    images = z["images"]
+    labels = z["labels"].astype(np.int64)
+    meta = {
+        ("name" if k == "names" else k): v
+        for k, v in z.items()
+        if k not in ("images", "labels") and v.shape[:1] == images.shape[:1]
+    }
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if labels.size and (labels.min() < -1 or labels.max() >= len(CLASSES)):

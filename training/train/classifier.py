@@ -1,20 +1,19 @@
-"""Trainer for image classifiers on 48x48 grayscale faces (compact CNN; ensemble members).
+"""Classifiers on 48x48 grayscale faces (compact CNN, DeRL stage 2, ensemble members),
+as a method of the shared training loop (`training/train/loop.py`).
 
-The whole data set sits in memory as uint8; batches are augmented on the fly as tensors.
-Every epoch writes `last.pt` (resumable: model, optimiser, schedule, RNG, history) and,
-when validation accuracy improves, `best.pt`; curves and a confusion matrix are written as
-PNG beside them. Validation runs through the serving handler itself, so the selected
-model is judged exactly as it will be served.
+The whole data set sits on the training device as uint8; batches are augmented there.
+SGD with Nesterov momentum, warm-up then a cosine schedule per step, label smoothing,
+optional class balancing and distillation from a teacher. Validation runs through the
+serving handler itself, so the selected model is judged exactly as it will be served; the
+loop keeps `last.pt`/`best.pt`, and this method draws the curves and, on every new best,
+the confusion matrix.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import json
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,13 +21,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from torch import nn
 
 from service.handlers.classifier import ClassifierHandler
 from training import report
 from training.data.augment import AugmentConfig, augment
 from training.data.samples import CLASSES, FaceSet
-from training.train import checkpoint, precision, widen
+from training.data.tensors import to_device
+from training.nets import build_net
+from training.train import checkpoint, widen
+from training.train.loop import Context, Method, RunOptions, fit
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ class ClassifierConfig:
     label_smoothing: float = 0.1
     balance: Literal["none", "loss", "sampler"] = "none"
     seed: int = 0
-    bf16: bool = True  # bfloat16 autocast, only on CPUs with native bf16 (else 10x slower)
-    threads: int = 0  # torch threads (0: torch's default)
     mean: float = 0.5
     std: float = 0.25
     tta_flip: bool = True
@@ -66,13 +66,6 @@ class ClassifierConfig:
     distill: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 4.0
-
-
-def build_net(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate `training.nets.<name>.build(**kwargs)`."""
-    module = importlib.import_module(f"training.nets.{name}")
-    net: torch.nn.Module = module.build(**kwargs)
-    return net
 
 
 def metadata(cfg: ClassifierConfig, input_size: int) -> dict[str, Any]:
@@ -97,6 +90,13 @@ def _config_from_dict(d: dict[str, Any]) -> ClassifierConfig:
     d = dict(d)
     d["augment"] = AugmentConfig(**d.get("augment", {}))
     return ClassifierConfig(**d)
+
+
+def _plain(cfg: ClassifierConfig) -> dict[str, Any]:
+    """The config as checkpoint-safe plain data (lists, not tuples)."""
+    d = asdict(cfg)
+    d["net_kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.net_kwargs.items()}
+    return d
 
 
 def _schedule(cfg: ClassifierConfig, steps_per_epoch: int) -> Any:
@@ -150,99 +150,71 @@ def evaluate_handler(handler: ClassifierHandler, data: FaceSet) -> dict[str, Any
     return report.summary(data.labels, probs, handler.classes)
 
 
-def train_classifier(
-    cfg: ClassifierConfig,
-    train: FaceSet,
-    val: FaceSet,
-    out: Path,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train, checkpoint every epoch, select on `val`; returns the best validation summary.
+class ClassifierMethod(Method):
+    """One classifier run: network, SGD, schedule, data on the device, validation."""
 
-    `resume` continues from `out/last.pt` with its saved configuration, except `cfg.epochs`,
-    which may extend (or shorten) the run.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    size = int(train.images.shape[1])
-    cfg.net_kwargs = {"input_size": size, "num_classes": len(CLASSES), **cfg.net_kwargs}
-    meta = metadata(cfg, size)
+    def __init__(
+        self,
+        cfg: ClassifierConfig,
+        train: FaceSet,
+        val: FaceSet,
+        ctx: Context,
+        out: Path,
+        resuming: bool = False,
+    ) -> None:
+        super().__init__(ctx)
+        self.cfg, self.val, self.name = cfg, val, cfg.net
+        self.meta = metadata(cfg, int(train.images.shape[1]))
+        device = ctx.device
+        model: Any = build_net(cfg.net, cfg.net_kwargs)
+        if hasattr(model, "freeze_generator"):  # DeRL stage 2: the stage-1 generator, frozen
+            if not resuming:
+                if not cfg.generator:
+                    raise ValueError("DeRL needs the stage-1 checkpoint (generator=...)")
+                model.generator.load_state_dict(checkpoint.load(cfg.generator)["model"])
+            model.freeze_generator()
+        if cfg.init and not resuming:
+            init = checkpoint.load_weights(cfg.init)
+            if cfg.net == "compact" and init[widen.CONV_A + ".weight"].shape[0] < model.widths[1]:
+                # A narrower trained compact CNN: grow it, computing the same function.
+                init = widen.widen_compact_block2(init, model.widths[1], seed=cfg.seed)
+            model.load_state_dict(init)
+        self.model: nn.Module = model.to(device, memory_format=torch.channels_last)
+        self.parameters = sum(p.numel() for p in model.parameters())
+        log.info("%s: %d parameters", cfg.net, self.parameters)
+        ctx.compile(self.model)
 
-    state: dict[str, Any] | None = None
-    if resume and (out / checkpoint.LAST).exists():
-        state = checkpoint.load(out / checkpoint.LAST)
-        # The run's definition comes from the checkpoint; how long and on how many threads
-        # it runs are the caller's.
-        epochs, threads = cfg.epochs, cfg.threads
-        cfg = _config_from_dict(state["config"])
-        cfg.epochs, cfg.threads = epochs, threads
-        meta = state["metadata"]
-        log.info("resuming %s from epoch %d", out, state["epoch"])
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1]},
+        ]
+        self.opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        self.n = len(train)
+        steps = max(1, self.n // cfg.batch_size)  # a set smaller than one batch is one batch
+        self.steps_per_epoch = min(steps, cfg.limit_batches) if cfg.limit_batches else steps
+        self.epochs = cfg.epochs
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, _schedule(cfg, self.steps_per_epoch)
+        )
 
-    torch.manual_seed(cfg.seed)
-    model: Any = build_net(cfg.net, cfg.net_kwargs)
-    if hasattr(model, "freeze_generator"):  # DeRL stage 2: the stage-1 generator, frozen
-        if state is None:
-            if not cfg.generator:
-                raise ValueError("DeRL needs the stage-1 checkpoint (generator=...)")
-            model.generator.load_state_dict(checkpoint.load(cfg.generator)["model"])
-        model.freeze_generator()
-    if cfg.init and state is None:
-        init = checkpoint.load_weights(cfg.init)
-        if cfg.net == "compact" and init[widen.CONV_A + ".weight"].shape[0] < model.widths[1]:
-            # A narrower trained compact CNN: grow it, computing the same function.
-            init = widen.widen_compact_block2(init, model.widths[1], seed=cfg.seed)
-        model.load_state_dict(init)
-    use_bf16 = precision.use_bf16(cfg.bf16)
-    model = model.to(memory_format=torch.channels_last)
-    params = sum(p.numel() for p in model.parameters())
-    log.info("%s: %d parameters", cfg.net, params)
+        counts = np.maximum(train.class_counts(len(CLASSES)), 1)
+        weights = torch.tensor(counts.sum() / (len(CLASSES) * counts), dtype=torch.float32)
+        self.loss_weight = weights.to(device) if cfg.balance == "loss" else None
+        self.sample_p = (weights[train.labels] / weights[train.labels].sum()).double().to(device)
+        self.images = to_device(train.images, device)
+        self.labels = torch.from_numpy(train.labels).to(device)
+        self.soft_all = self._teacher(train, out)
+        self.order = torch.arange(self.n, device=device)
+        self.handler = ClassifierHandler()
+        self.handler.device = device
 
-    trainable: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]
-    groups: list[dict[str, Any]] = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay},
-    ]
-    opt = torch.optim.SGD(
-        groups,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=True,
-    )
-    n = len(train)
-    steps = max(1, n // cfg.batch_size)  # a set smaller than one batch is one batch
-    if cfg.limit_batches:
-        steps = min(steps, cfg.limit_batches)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, steps))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"accuracy": -1.0}
-    start = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["rng"])
-        if "torch_rng" in state:  # dropout draws from torch's global RNG (older: absent)
-            torch.set_rng_state(state["torch_rng"])
-        history = state["history"]
-        best = state["best"]
-        start = state["epoch"]
-
-    counts = np.maximum(train.class_counts(len(CLASSES)), 1)
-    weights = torch.tensor(counts.sum() / (len(CLASSES) * counts), dtype=torch.float32)
-    loss_weight = weights if cfg.balance == "loss" else None
-    sample_p = (weights[train.labels] / weights[train.labels].sum()).double()
-    images = torch.from_numpy(train.images).unsqueeze(1)  # uint8 [N,1,S,S]
-    labels = torch.from_numpy(train.labels)
-    soft_all = None
-    if cfg.distill:
-        # A resumed run reuses the teacher's answers when they are for the same teacher,
-        # temperature and training images.
+    def _teacher(self, train: FaceSet, out: Path) -> torch.Tensor | None:
+        """The teacher's softened answers on the training images (cached in the run: a
+        resumed run reuses them when teacher, temperature and images are the same)."""
+        cfg = self.cfg
+        if not cfg.distill:
+            return None
         cache = out / "teacher_probs.pt"
         key = {
             "teacher": str(Path(cfg.distill).resolve()),
@@ -251,89 +223,112 @@ def train_classifier(
         }
         saved = torch.load(cache, weights_only=True) if cache.exists() else {}
         if saved.get("key") == key:
-            soft_all = saved["probs"]
+            soft = saved["probs"]
         else:
-            soft_all = teacher_targets(cfg.distill, train.images, cfg.distill_temperature)
-            torch.save({"key": key, "probs": soft_all}, cache)
-        agree = float((soft_all.argmax(1) == labels).float().mean())
+            soft = teacher_targets(cfg.distill, train.images, cfg.distill_temperature)
+            torch.save({"key": key, "probs": soft}, cache)
+        agree = float((soft.argmax(1) == torch.from_numpy(train.labels)).float().mean())
         log.info("teacher %s: %.4f of the training labels", cfg.distill, agree)
+        return soft.to(self.ctx.device)
 
-    handler = ClassifierHandler()
-    for epoch in range(start, cfg.epochs):
-        model.train()
-        if cfg.balance == "sampler":
-            order = torch.multinomial(sample_p, n, replacement=True, generator=gen)
+    def config(self) -> dict[str, Any]:
+        return _plain(self.cfg)
+
+    def networks(self) -> list[nn.Module]:
+        return [self.model]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "metadata": self.meta,
+            "parameters": self.parameters,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.meta = state["metadata"]
+
+    def begin_epoch(self, epoch: int) -> None:
+        gen = self.ctx.gen
+        if self.cfg.balance == "sampler":
+            self.order = torch.multinomial(self.sample_p, self.n, replacement=True, generator=gen)
         else:
-            order = torch.randperm(n, generator=gen)
-        t0 = time.time()
-        total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(
-            range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
-        )
-        for b in bar:
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = augment(images[idx].float().div_(255), cfg.augment, gen)
-            x = ((x - cfg.mean) / cfg.std).contiguous(memory_format=torch.channels_last)
-            y = labels[idx]
-            soft = None if soft_all is None else soft_all[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                logits, aux = _forward(model, x)
-            loss = head_loss(logits.float(), y, cfg, loss_weight, soft)
-            for extra in aux:  # DeRL's local CNN losses (deep supervision)
-                loss = loss + cfg.local_weight * head_loss(extra.float(), y, cfg, loss_weight, soft)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        bar.close()
+            self.order = torch.randperm(self.n, generator=gen, device=self.ctx.device)
 
-        handler.setup(build_net(cfg.net, cfg.net_kwargs), model.state_dict(), meta)
-        val_summary = evaluate_handler(handler, val)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": total_loss / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
-            "val_acc": val_summary["accuracy"],
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": time.time() - t0,
-        }
-        history.append(row)
-        improved = val_summary["accuracy"] > best["accuracy"]
-        if improved:
-            best = {**val_summary, "epoch": epoch + 1}
-        ckpt = {
-            "epoch": epoch + 1,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "rng": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "config": asdict(cfg),
-            "metadata": meta,
-            "history": history,
-            "best": best,
-            "parameters": params,
-        }
-        if improved:
-            checkpoint.save(ckpt, out / checkpoint.BEST)
-            report.plot_confusion(
-                val_summary,
-                out / "confusion.png",
-                f"{cfg.net} epoch {epoch + 1}: {val_summary['accuracy']:.4f}",
+    def step(self, step: int, index: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        idx = self.order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
+        x = augment(self.images[idx].float().div_(255), cfg.augment, self.ctx.gen)
+        x = ((x - cfg.mean) / cfg.std).contiguous(memory_format=torch.channels_last)
+        y = self.labels[idx]
+        soft = None if self.soft_all is None else self.soft_all[idx]
+        with self.ctx.autocast():
+            logits, aux = _forward(self.model, x)
+        loss = head_loss(logits.float(), y, cfg, self.loss_weight, soft)
+        for extra in aux:  # DeRL's local CNN losses (deep supervision)
+            loss = loss + cfg.local_weight * head_loss(
+                extra.float(), y, cfg, self.loss_weight, soft
             )
-        checkpoint.save(ckpt, out / checkpoint.LAST)
-        report.plot_curves(history, out / "curves.png")
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        msg = (
-            f"epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
-            f"train {row['train_acc']:.4f} val {row['val_acc']:.4f} "
-            f"best {best['accuracy']:.4f}@{best['epoch']} ({row['seconds']:.0f}s)"
-        )
-        log.info(msg)
-        if progress:
-            print(msg, flush=True)
-    return best
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return {
+            "train_loss": loss.detach(),
+            "train_acc": (logits.detach().argmax(1) == y).float().mean(),
+        }
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        net = build_net(self.cfg.net, self.cfg.net_kwargs)
+        self.handler.setup(net, self.model.state_dict(), self.meta)
+        return evaluate_handler(self.handler, self.val)
+
+    def row_extras(self) -> dict[str, float]:
+        return {"lr": float(self.opt.param_groups[0]["lr"])}
+
+    def reports(self, out: Path, step: int, history: list[dict[str, Any]]) -> None:
+        if any("val_acc" in r for r in history):
+            report.plot_curves(history, out / "curves.png")
+
+    def improved(self, out: Path, summary: dict[str, Any], epoch: int) -> None:
+        title = f"{self.cfg.net} epoch {epoch}: {summary['accuracy']:.4f}"
+        report.plot_confusion(summary, out / "confusion.png", title)
+
+
+def train_classifier(
+    cfg: ClassifierConfig,
+    train: FaceSet,
+    val: FaceSet,
+    out: Path,
+    resume: bool = False,
+    opts: RunOptions | None = None,
+) -> dict[str, Any]:
+    """Train, checkpoint, select on `val`; returns the best validation summary (with the
+    loop's `stopped`, `step` and `total_steps`).
+
+    `resume` continues from `out/last.pt` with its saved configuration, except `cfg.epochs`,
+    which may extend (or shorten) the run.
+    """
+    opts = opts or RunOptions()
+    size = int(train.images.shape[1])
+    last = out / checkpoint.LAST
+    resuming = resume and last.exists()
+    if resuming:
+        epochs = cfg.epochs
+        cfg = _config_from_dict(checkpoint.load(last)["config"])
+        cfg.epochs = epochs
+    else:
+        cfg.net_kwargs = {"input_size": size, "num_classes": len(CLASSES), **cfg.net_kwargs}
+    out.mkdir(parents=True, exist_ok=True)
+    method = ClassifierMethod(cfg, train, val, Context(opts, cfg.seed), out, resuming)
+    result = fit(method, opts, out, resume=resuming)
+    return {
+        **result["best"],
+        "stopped": result["stopped"],
+        "step": result["step"],
+        "total_steps": result["total_steps"],
+    }

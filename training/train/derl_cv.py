@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from training.evaluate import load_handler
 from training.train import checkpoint
 from training.train.classifier import ClassifierConfig, train_classifier
 from training.train.derl_gan import GanConfig, train_gan
+from training.train.loop import RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,24 @@ class CvConfig:
     batch_size: int = 32
     lr: float = 0.01
     seed: int = 0
-    threads: int = 0
 
 
-def run_cv(cfg: CvConfig, data: FaceSet, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) every fold; writes `cv.json` and `confusion.png` under `out`."""
+def run_cv(
+    cfg: CvConfig, data: FaceSet, out: Path, opts: RunOptions | None = None
+) -> dict[str, Any]:
+    """Run (or resume) every fold; writes `cv.json` and `confusion.png` under `out`.
+
+    With a time budget, the whole run shares it: when a fold's training stops for it, the
+    run returns `{"stopped": "time_budget"}` and a later call resumes where it stopped."""
+    opts = opts or RunOptions()
+    deadline = time.monotonic() + opts.time_budget if opts.time_budget > 0 else 0.0
+
+    def options() -> RunOptions:
+        if not deadline:
+            return opts
+        return replace(opts, time_budget=max(0.001, deadline - time.monotonic()))
+
+    progress = opts.progress
     seven = ckplus.without_contempt(data)
     protocol = ckplus.tdgan_protocol(data)
     results: list[dict[str, Any]] = []
@@ -51,18 +66,14 @@ def run_cv(cfg: CvConfig, data: FaceSet, out: Path, progress: bool = True) -> di
         gan_cfg = GanConfig(
             epochs=cfg.gan_epochs,
             seed=cfg.seed,
-            threads=cfg.threads,
             holdout_folds=(k,),
             cross_sequence=False,
         )
-        train_gan(
-            gan_cfg,
-            gan_train,
-            ckplus.pairs(gan_train),
-            fold_dir / "gan",
-            resume=True,
-            progress=progress,
+        gan = train_gan(
+            gan_cfg, gan_train, ckplus.pairs(gan_train), fold_dir / "gan", True, options()
         )
+        if gan["stopped"] == "time_budget":
+            return {"stopped": "time_budget", "folds": results}
         train_idx, test_idx = ckplus.folds(protocol, k)
         train_set, test_set = protocol.subset(train_idx), protocol.subset(test_idx)
         cls_cfg = ClassifierConfig(
@@ -71,16 +82,15 @@ def run_cv(cfg: CvConfig, data: FaceSet, out: Path, progress: bool = True) -> di
             batch_size=cfg.batch_size,
             lr=cfg.lr,
             seed=cfg.seed,
-            threads=cfg.threads,
             mean=0.5,
             std=0.5,
             framing="ckplus",
             warmup_epochs=1,
             generator=str(fold_dir / "gan" / checkpoint.LAST),
         )
-        train_classifier(
-            cls_cfg, train_set, test_set, fold_dir / "derl", resume=True, progress=progress
-        )
+        stage2 = train_classifier(cls_cfg, train_set, test_set, fold_dir / "derl", True, options())
+        if stage2["stopped"] == "time_budget":
+            return {"stopped": "time_budget", "folds": results}
         handler = load_handler(fold_dir / "derl" / checkpoint.LAST)  # last epoch, not best
         s = report.summary(
             test_set.labels, handler.predict_arrays(test_set.images), handler.classes
@@ -94,6 +104,7 @@ def run_cv(cfg: CvConfig, data: FaceSet, out: Path, progress: bool = True) -> di
     n = sum(r["n"] for r in results)
     pooled = float(np.trace(total) / max(n, 1))
     summary = {
+        "stopped": "done",
         "protocol": "CK+ 7 classes (6 basic + neutral), 3 peak frames per labelled sequence + "
         "neutral first frames, subject-independent 10-fold CV",
         "folds": results,

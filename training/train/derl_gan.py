@@ -6,15 +6,13 @@ G* = arg min_G max_D  L(D) + theta2 * L(G)
 
 Pairs come from CK+ (`training.data.ckplus.pairs`: same sequence, optionally same subject
 across sequences); subjects of the held-out folds never enter training, so de-expression
-quality can be measured on them. Every epoch writes `last.pt` and a sample grid
-(input | generated neutral | real neutral) as PNG.
+quality can be measured on them. A method of the shared training loop: every epoch
+writes `last.pt` and a sample grid (rows of input | generated neutral | real neutral).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from torch import nn
 
+from training import report
 from training.data.augment import AugmentConfig, geometric
 from training.data.samples import FaceSet
+from training.data.tensors import to_device, to_float, to_uint8
 from training.nets.derl import DEFAULT_WIDTHS, Discriminator, Generator
-from training.train import checkpoint
+from training.train.loop import Context, Method, RunOptions, fit
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ class GanConfig:
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     code: int = 256
     seed: int = 0
-    threads: int = 0
     holdout_folds: tuple[int, ...] = ()
     cross_sequence: bool = True
     augment: AugmentConfig = field(
@@ -53,22 +52,8 @@ class GanConfig:
     )
 
 
-def to_unit(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N,H,W] -> float [N,1,H,W] in [-1, 1] (the generator's range)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1).unsqueeze(1)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Generator output in [-1, 1] -> uint8 [N,H,W]."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().squeeze(1).numpy()
-
-
-def save_grid(rows: list[np.ndarray], path: Path) -> None:
-    """Columns: one per sample; rows: the given uint8 [N,H,W] stacks (input, fake, real)."""
-    from PIL import Image
-
-    grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2)).save(path)
+#: The generator's value range.
+LOW, HIGH = -1.0, 1.0
 
 
 def de_expression_quality(gen: Generator, data: FaceSet, pairs: np.ndarray) -> dict[str, float]:
@@ -78,8 +63,8 @@ def de_expression_quality(gen: Generator, data: FaceSet, pairs: np.ndarray) -> d
 
     gen.eval()
     with torch.inference_mode():
-        x = to_unit(data.images[pairs[:, 0]])
-        y = to_unit(data.images[pairs[:, 1]])
+        x = to_float(data.images[pairs[:, 0]], LOW, HIGH)
+        y = to_float(data.images[pairs[:, 1]], LOW, HIGH)
         fake = torch.cat([gen(x[i : i + 256]) for i in range(0, len(x), 256)])
 
     def unit01(t: torch.Tensor) -> torch.Tensor:
@@ -94,120 +79,121 @@ def de_expression_quality(gen: Generator, data: FaceSet, pairs: np.ndarray) -> d
     }
 
 
+class GanMethod(Method):
+    """G and D, their optimisers, the pairs' images on the device and one step."""
+
+    name = "derl-gan"
+
+    def __init__(self, cfg: GanConfig, data: FaceSet, pairs: np.ndarray, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.cfg, self.data = cfg, data
+        device = ctx.device
+        size = int(data.images.shape[1])
+        self.g_kwargs = {
+            "input_size": size,
+            "in_channels": 1,
+            "widths": list(cfg.widths),
+            "code": cfg.code,
+        }
+        self.g = Generator(size, 1, tuple(cfg.widths), cfg.code).to(device)
+        self.d = Discriminator(1).to(device)
+        betas = (cfg.beta1, 0.999)
+        fused = ctx.fused or None
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr, betas=betas, fused=fused)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=betas, fused=fused)
+        ctx.compile(self.g, self.d)
+        self.images = to_device(data.images, device)
+        self.pairs = torch.from_numpy(pairs.astype(np.int64)).to(device)
+        self.epochs = cfg.epochs
+        self.steps_per_epoch = max(1, len(pairs) // cfg.batch_size)
+        self.order = torch.arange(len(pairs), device=device)
+        n = len(pairs)
+        self.fixed = pairs[np.linspace(0, n - 1, min(8, n)).astype(int)]
+
+    def config(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            **asdict(cfg),
+            "widths": list(cfg.widths),
+            "holdout_folds": list(cfg.holdout_folds),
+        }
+
+    def networks(self) -> list[nn.Module]:
+        return [self.g, self.d]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.g.state_dict(),
+            "discriminator": self.d.state_dict(),
+            "optimizer": self.opt_g.state_dict(),
+            "optimizer_d": self.opt_d.state_dict(),
+            "generator": self.g_kwargs,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.g.load_state_dict(state["model"])
+        self.d.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["optimizer"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
+
+    def begin_epoch(self, epoch: int) -> None:
+        n = len(self.pairs)
+        self.order = torch.randperm(n, generator=self.ctx.gen, device=self.ctx.device)
+
+    def step(self, step: int, index: int) -> dict[str, torch.Tensor]:
+        cfg, g, d = self.cfg, self.g, self.d
+        idx = self.pairs[self.order[index * cfg.batch_size : (index + 1) * cfg.batch_size]]
+        # The same warp for input and target keeps the pair aligned.
+        both = torch.cat([self.images[idx[:, 0]], self.images[idx[:, 1]]], 1).float().div_(255)
+        both = geometric(both, cfg.augment, self.ctx.gen) * (HIGH - LOW) + LOW
+        x_in, x_tgt = both[:, :1], both[:, 1:]
+        with self.ctx.autocast():
+            fake = g(x_in)
+            real_logit = d(x_in, x_tgt).float()
+            fake_logit = d(x_in, fake.detach()).float()
+        loss_d = 0.5 * (
+            F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
+            + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
+        )
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        with self.ctx.autocast():
+            fake_logit = d(x_in, fake).float()
+        loss_gan = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
+        loss_l1 = F.l1_loss(fake.float(), x_tgt)
+        loss_g = cfg.theta2 * (loss_gan + cfg.theta1 * loss_l1)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return {
+            "loss_d": loss_d.detach(),
+            "loss_g_gan": loss_gan.detach(),
+            "loss_g_l1": loss_l1.detach(),
+        }
+
+    def reports(self, out: Path, step: int, history: list[dict[str, Any]]) -> None:
+        images = self.data.images
+        self.g.eval()
+        with torch.inference_mode():
+            x = to_float(images[self.fixed[:, 0]], LOW, HIGH).to(self.ctx.device)
+            sample = to_uint8(self.g(x), LOW, HIGH)
+        self.g.train()
+        columns = [images[self.fixed[:, 0]], sample, images[self.fixed[:, 1]]]
+        report.save_grid(columns, out / f"samples_{step:06d}.png")
+        report.plot_losses(history, out / "losses.png")
+
+
 def train_gan(
     cfg: GanConfig,
     data: FaceSet,
     pairs: np.ndarray,
     out: Path,
     resume: bool = False,
-    progress: bool = True,
+    opts: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Train G and D on (expressive, neutral) position pairs of `data`."""
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    size = int(data.images.shape[1])
-    g = Generator(size, 1, tuple(cfg.widths), cfg.code)
-    d = Discriminator(1)
-    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict[str, float]] = []
-    start = 0
-    if resume and (out / checkpoint.LAST).exists():
-        state = checkpoint.load(out / checkpoint.LAST)
-        g.load_state_dict(state["model"])
-        d.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["optimizer"])
-        opt_d.load_state_dict(state["optimizer_d"])
-        gen.set_state(state["rng"])
-        history, start = state["history"], state["epoch"]
-        log.info("resuming %s from epoch %d", out, start)
-
-    x_all = to_unit(data.images)
-    n = len(pairs)
-    steps = max(1, n // cfg.batch_size)
-    fixed = pairs[np.linspace(0, n - 1, min(8, n)).astype(int)]
-    for epoch in range(start, cfg.epochs):
-        g.train()
-        d.train()
-        order = torch.randperm(n, generator=gen)
-        t0 = time.time()
-        sums = {"loss_d": 0.0, "loss_g_gan": 0.0, "loss_g_l1": 0.0}
-        bar = tqdm(
-            range(steps), desc=f"gan {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
-        )
-        for b in bar:
-            idx = pairs[order[b * cfg.batch_size : (b + 1) * cfg.batch_size].numpy()]
-            # The same warp for input and target keeps the pair aligned.
-            both = torch.cat([x_all[idx[:, 0]], x_all[idx[:, 1]]], 1)
-            both = geometric((both + 1) / 2, cfg.augment, gen) * 2 - 1
-            x_in, x_tgt = both[:, :1], both[:, 1:]
-            fake = g(x_in)
-
-            real_logit = d(x_in, x_tgt)
-            fake_logit = d(x_in, fake.detach())
-            loss_d = 0.5 * (
-                F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
-                + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
-            )
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            fake_logit = d(x_in, fake)
-            loss_gan = F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))
-            loss_l1 = F.l1_loss(fake, x_tgt)
-            loss_g = cfg.theta2 * (loss_gan + cfg.theta1 * loss_l1)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            sums["loss_d"] += loss_d.item()
-            sums["loss_g_gan"] += loss_gan.item()
-            sums["loss_g_l1"] += loss_l1.item()
-            bar.set_postfix(l1=f"{loss_l1.item():.3f}", d=f"{loss_d.item():.3f}")
-        bar.close()
-        row: dict[str, float] = {
-            "epoch": epoch + 1,
-            **{k: v / steps for k, v in sums.items()},
-            "seconds": time.time() - t0,
-        }
-        history.append(row)
-        g.eval()
-        with torch.inference_mode():
-            sample = to_uint8(g(x_all[fixed[:, 0]]))
-        save_grid(
-            [data.images[fixed[:, 0]], sample, data.images[fixed[:, 1]]],
-            out / f"samples_{epoch + 1:03d}.png",
-        )
-        state = {
-            "epoch": epoch + 1,
-            "model": g.state_dict(),
-            "discriminator": d.state_dict(),
-            "optimizer": opt_g.state_dict(),
-            "optimizer_d": opt_d.state_dict(),
-            "rng": gen.get_state(),
-            "config": {
-                **asdict(cfg),
-                "widths": list(cfg.widths),
-                "holdout_folds": list(cfg.holdout_folds),
-            },
-            "generator": {
-                "input_size": size,
-                "in_channels": 1,
-                "widths": list(cfg.widths),
-                "code": cfg.code,
-            },
-            "history": history,
-        }
-        checkpoint.save(state, out / checkpoint.LAST)
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        msg = (
-            f"gan epoch {epoch + 1}/{cfg.epochs} D {row['loss_d']:.3f} "
-            f"G {row['loss_g_gan']:.3f} L1 {row['loss_g_l1']:.4f} ({row['seconds']:.0f}s)"
-        )
-        log.info(msg)
-        if progress:
-            print(msg, flush=True)
-    return {"epochs": cfg.epochs, "history": history}
+    opts = opts or RunOptions()
+    method = GanMethod(cfg, data, pairs, Context(opts, cfg.seed))
+    return fit(method, opts, out, resume=resume)

@@ -10,7 +10,6 @@ on their real images: the reference for the same figure on generated faces.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,12 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from torch import nn
 
 from training.data.augment import AugmentConfig, augment
 from training.data.samples import FaceSet
+from training.data.tensors import to_device, to_float
 from training.nets.compact import CompactCNN
 from training.train import checkpoint
+from training.train.loop import Context, Method, RunOptions, fit
 
 MEAN, STD = 0.5, 0.25
 
@@ -41,7 +42,6 @@ class IdentityConfig:
     fc: int = 128
     dropout: float = 0.3
     seed: int = 0
-    threads: int = 0
     augment: AugmentConfig = field(
         default_factory=lambda: AugmentConfig(max_shift=0.06, max_rotation_deg=6, max_scale=0.06)
     )
@@ -53,72 +53,106 @@ def subject_labels(data: FaceSet) -> tuple[list[str], np.ndarray]:
     return [str(s) for s in subjects], np.searchsorted(subjects, data.meta["subject"].astype(str))
 
 
-def _normalise(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div(255).unsqueeze(1)
-    return (x - MEAN) / STD
+def _normalise(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return (to_float(images) - MEAN) / STD
+
+
+class IdentityMethod(Method):
+    """A compact CNN with one output per subject, SGD with a cosine schedule."""
+
+    name = "identity"
+
+    def __init__(self, cfg: IdentityConfig, data: FaceSet, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.cfg = cfg
+        device = ctx.device
+        self.subjects, ids = subject_labels(data)
+        self.net_kwargs: dict[str, Any] = {
+            "num_classes": len(self.subjects),
+            "input_size": int(data.images.shape[1]),
+            "widths": list(cfg.widths),
+            "kernels": [3, 3],
+            "fc": cfg.fc,
+            "dropout": cfg.dropout,
+        }
+        self.model = CompactCNN(**self.net_kwargs).to(device)
+        self.opt = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.lr,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=cfg.weight_decay,
+        )
+        self.n = len(data)
+        self.epochs = cfg.epochs
+        self.steps_per_epoch = max(1, math.ceil(self.n / cfg.batch_size))
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.opt, cfg.epochs * self.steps_per_epoch
+        )
+        ctx.compile(self.model)
+        self.images = to_device(data.images, device)
+        self.labels = torch.from_numpy(ids.astype(np.int64)).to(device)
+        self.order = torch.arange(self.n, device=device)
+
+    def config(self) -> dict[str, Any]:
+        return {**asdict(self.cfg), "widths": list(self.cfg.widths)}
+
+    def networks(self) -> list[nn.Module]:
+        return [self.model]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "net_kwargs": self.net_kwargs,
+            "subjects": self.subjects,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.order = torch.randperm(self.n, generator=self.ctx.gen, device=self.ctx.device)
+
+    def step(self, step: int, index: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        idx = self.order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
+        x = augment(self.images[idx].float().div_(255), cfg.augment, self.ctx.gen)
+        y = self.labels[idx]
+        with self.ctx.autocast():
+            logits = self.model((x - MEAN) / STD)
+        loss = F.cross_entropy(logits.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return {
+            "train_loss": loss.detach(),
+            "train_acc": (logits.detach().argmax(1) == y).float().mean(),
+        }
 
 
 def train_identity(
-    cfg: IdentityConfig, data: FaceSet, out: Path, progress: bool = True
+    cfg: IdentityConfig,
+    data: FaceSet,
+    out: Path,
+    resume: bool = False,
+    opts: RunOptions | None = None,
 ) -> dict[str, Any]:
-    """Train on every image of `data` (labels: its subjects); writes `out/identity.pt`."""
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    subjects, ids = subject_labels(data)
-    size = int(data.images.shape[1])
-    net_kwargs: dict[str, Any] = {
-        "num_classes": len(subjects),
-        "input_size": size,
-        "widths": list(cfg.widths),
-        "kernels": [3, 3],
-        "fc": cfg.fc,
-        "dropout": cfg.dropout,
-    }
-    model = CompactCNN(**net_kwargs)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
-    )
-    steps = max(1, math.ceil(len(data) / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    images = torch.from_numpy(data.images).unsqueeze(1)
-    labels = torch.from_numpy(ids.astype(np.int64))
-    history: list[dict[str, float]] = []
-    for epoch in tqdm(range(cfg.epochs), desc="identity", disable=not progress, leave=False):
-        model.train()
-        order = torch.randperm(len(data), generator=gen)
-        correct, total_loss = 0, 0.0
-        for b in range(steps):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = (augment(images[idx].float().div(255), cfg.augment, gen) - MEAN) / STD
-            logits = model(x)
-            loss = F.cross_entropy(logits, labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == labels[idx]).sum())
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": total_loss / len(data),
-                "train_acc": correct / len(data),
-            }
-        )
-    state = {
-        "model": model.state_dict(),
-        "net_kwargs": net_kwargs,
-        "subjects": subjects,
-        "config": asdict(cfg),
-        "history": history,
-        "epoch": cfg.epochs,
-    }
-    checkpoint.save(state, out / "identity.pt")
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    return history[-1]
+    """Train on every image of `data` (labels: its subjects); a finished run writes
+    `out/identity.pt` (the embedding `Embedder.load` reads). Returns the last history row
+    with the loop's `stopped`."""
+    opts = opts or RunOptions()
+    method = IdentityMethod(cfg, data, Context(opts, cfg.seed))
+    result = fit(method, opts, out, resume=resume)
+    if result["stopped"] == "done":
+        state = {**method.state(), "config": method.config(), "history": result["history"]}
+        checkpoint.save(state, out / "identity.pt")
+    last = result["history"][-1] if result["history"] else {}
+    return {**last, "stopped": result["stopped"]}
 
 
 class Embedder:

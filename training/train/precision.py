@@ -1,4 +1,4 @@
-"""Which float format training runs in on this CPU."""
+"""Whether this CPU computes bfloat16 natively (the training loop's precision rule)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,3 @@ def native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and any(
         bool(getattr(cpu, name, lambda: False)()) for name in checks
     )
-
-
-def use_bf16(requested: bool) -> bool:
-    """bfloat16 autocast only when asked for and the CPU has it natively."""
-    return requested and native_bf16()

@@ -22,20 +22,22 @@ Images are in [0, 1] (no normalisation), as in the reference code. Expression im
 augmented with a small random shift and a horizontal flip (the reference code's resize
 to 144 + random 128 crop + flip); face images are not augmented.
 
-The run is counted in steps (an epoch is len(expression set) // batch_size steps of random
-pairs, so it can stop and resume anywhere): `last.pt` (networks, the 4 optimisers, RNG
-states, history) every `save_every` steps, at the end of every epoch and when stopping;
-beside it `history.json`, `losses.png` and a sample grid per save (`samples_<step>.png`,
-rows of face | expression | fake | face reconstruction | expression reconstruction). With
-a validation set the expression branch is evaluated as a classifier at the end of every
-epoch (`val_acc` in the history, `best.pt` on a better accuracy).
+A method of the shared training loop (`training/train/loop.py`): an epoch is
+len(expression set) // batch_size steps of random pairs; the loop keeps `last.pt` (networks,
+the 4 optimisers, random states) every `save_every` steps, at every epoch's end and when
+stopping, and this method draws `losses.png` and a sample grid per save
+(`samples_<step>.png`, rows of face | expression | fake | face reconstruction | expression
+reconstruction). With a validation set the expression branch is evaluated as a classifier
+at every epoch's end (`val_acc` in the history, `best.pt` on a better accuracy).
+
+On a GPU the step is bound by host overhead (kernel launches), not arithmetic: it keeps
+the data on the device, returns its losses as tensors (no per-step `.item()`), uses fused
+Adam, and its networks can be compiled (`--compile`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -46,13 +48,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from training import report
 from training.data.augment import AugmentConfig, geometric
 from training.data.samples import CLASSES, FaceSet
+from training.data.tensors import to_device, to_float, to_uint8
 from training.nets.tdgan import TDGAN, Discriminator
-from training.train import checkpoint, precision
+from training.train import checkpoint
+from training.train.loop import Context, Method, RunOptions, fit
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +88,9 @@ class TdganConfig:
     d_expression_every: int = 10  # expression discriminator update period (steps)
     net_kwargs: dict[str, Any] = field(default_factory=dict)  # TDGAN widths etc.
     seed: int = 0
-    threads: int = 0
-    bf16: bool = True  # bfloat16 autocast for the networks (losses in float32); ~1.6x here
     augment: AugmentConfig = field(
         default_factory=lambda: AugmentConfig(max_shift=0.05, max_rotation_deg=0, max_scale=0)
     )
-    log_every: int = 50  # steps per history row
-    save_every: int = 500  # steps between checkpoints and sample grids
-    limit_steps: int = 0  # >0: stop this run after that many steps (smoke runs)
     holdout_folds: tuple[int, ...] = ()  # CK+ folds whose subjects were left out
     framing: str = "fer2013"
 
@@ -128,20 +126,6 @@ def identities(faces: FaceSet) -> tuple[list[str], np.ndarray]:
     return [str(s) for s in subjects], np.searchsorted(subjects, faces.meta["subject"].astype(str))
 
 
-def to_unit(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N,H,W] -> float [N,1,H,W] in [0, 1] (TDGAN's range)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).float().div(255).unsqueeze(1)
-
-
-def save_grid(columns: list[torch.Tensor], path: Path) -> None:
-    """One row per sample, one column per image stack ([N,1,H,W] in [0, 1]), 2x size."""
-    from PIL import Image
-
-    tiles = torch.cat([c.detach().float().clamp(0, 1) for c in columns], 3)  # [N,1,H,5W]
-    grid = (torch.cat(list(tiles), 1)[0] * 255).round().byte().numpy()
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2)).save(path)
-
-
 @contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
     """No parameter gradients for `modules` (the generator's step through the
@@ -156,23 +140,57 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-class Trainer:
-    """The networks, their optimisers and one training step (see the module docstring)."""
+def _config_from_dict(d: dict[str, Any]) -> TdganConfig:
+    d = dict(d)
+    d["augment"] = AugmentConfig(**d.get("augment", {}))
+    d["betas"] = tuple(d["betas"])
+    d["holdout_folds"] = tuple(d.get("holdout_folds", ()))
+    return TdganConfig(**d)
 
-    def __init__(self, cfg: TdganConfig, num_identities: int) -> None:
-        self.cfg = cfg
+
+def _plain(cfg: TdganConfig) -> dict[str, Any]:
+    """The config as checkpoint-safe plain data (lists, not tuples)."""
+    d = asdict(cfg)
+    d["betas"] = list(cfg.betas)
+    d["holdout_folds"] = list(cfg.holdout_folds)
+    d["net_kwargs"] = _plain_kwargs(cfg.net_kwargs)
+    return d
+
+
+class TdganMethod(Method):
+    """The networks, their optimisers, the data on the device and one training step (see
+    the module docstring)."""
+
+    name = "tdgan"
+
+    def __init__(
+        self,
+        cfg: TdganConfig,
+        faces: FaceSet,
+        expressions: FaceSet,
+        ctx: Context,
+        val: FaceSet | None = None,
+    ) -> None:
+        super().__init__(ctx)
+        self.cfg, self.val = cfg, val
+        device = ctx.device
+        self.subjects, face_ids = identities(faces)
         kw = cfg.net_kwargs
-        self.model = TDGAN(**kw)
+        self.meta = metadata(cfg, int(faces.images.shape[1]))
+        self.model = TDGAN(**kw).to(device)
         d_kwargs = {
             k: kw[k] for k in ("input_size", "in_channels", "widths", "fc", "pools") if k in kw
         }
-        self.fake_class = num_identities
-        self.d_face = Discriminator(num_identities + 1, **d_kwargs)
-        self.d_expression = Discriminator(len(CLASSES), **d_kwargs)
+        self.fake_class = len(self.subjects)
+        self.d_face = Discriminator(self.fake_class + 1, **d_kwargs).to(device)
+        self.d_expression = Discriminator(len(CLASSES), **d_kwargs).to(device)
         m = self.model
+        self.parameters = sum(p.numel() for p in m.parameters())
+        d_params = sum(p.numel() for d in (self.d_face, self.d_expression) for p in d.parameters())
+        log.info("tdgan: %d parameters served, %d in the discriminators", self.parameters, d_params)
 
         def adam(params: Any) -> torch.optim.Adam:
-            return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+            return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, fused=ctx.fused or None)
 
         self.opt_g = adam(
             [
@@ -184,10 +202,40 @@ class Trainer:
         self.opt_classifier = adam(m.classifier.parameters())
         self.opt_d_face = adam(self.d_face.parameters())
         self.opt_d_expression = adam(self.d_expression.parameters())
-        self.use_bf16 = precision.use_bf16(cfg.bf16)
+        ctx.compile(
+            m.face_encoder,
+            m.expression_encoder,
+            m.decoder,
+            m.classifier,
+            self.d_face,
+            self.d_expression,
+        )
+
+        # uint8 on the device (FER2013 as float would take 4x); batches become [0, 1].
+        self.face_images = to_device(faces.images, device)
+        self.expr_images = to_device(expressions.images, device)
+        self.face_labels = torch.from_numpy(face_ids.astype(np.int64)).to(device)
+        self.expr_labels = torch.from_numpy(expressions.labels).to(device)
+        self.epochs = cfg.epochs
+        self.steps_per_epoch = max(1, len(expressions) // cfg.batch_size)
+
+        # Fixed sample pairs and noise: the same grid rows at every save, across resumes.
+        pick = np.random.default_rng(cfg.seed)
+        self.fixed_face = to_float(faces.images[pick.choice(len(faces), min(8, len(faces)), False)])
+        k = len(self.fixed_face)
+        replace = len(expressions) < k
+        self.fixed_expr = to_float(expressions.images[pick.choice(len(expressions), k, replace)])
+        noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        size = m.map_size
+        self.fixed_noise = torch.rand(k, m.noise_channels, size, size, generator=noise_gen)
+
+    def config(self) -> dict[str, Any]:
+        return _plain(self.cfg)
+
+    def networks(self) -> list[nn.Module]:
+        return [self.model, self.d_face, self.d_expression]
 
     def state(self) -> dict[str, Any]:
-        """Networks and optimisers, for a checkpoint."""
         return {
             "model": self.model.state_dict(),
             "face_discriminator": self.d_face.state_dict(),
@@ -196,9 +244,14 @@ class Trainer:
             "optimizer_classifier": self.opt_classifier.state_dict(),
             "optimizer_face_discriminator": self.opt_d_face.state_dict(),
             "optimizer_expression_discriminator": self.opt_d_expression.state_dict(),
+            "metadata": self.meta,
+            "identities": self.subjects,
+            "parameters": self.parameters,
         }
 
     def load(self, state: dict[str, Any]) -> None:
+        if state["identities"] != self.subjects:
+            raise ValueError("the face set's subjects differ from the checkpoint's")
         self.model.load_state_dict(state["model"])
         self.d_face.load_state_dict(state["face_discriminator"])
         self.d_expression.load_state_dict(state["expression_discriminator"])
@@ -207,27 +260,30 @@ class Trainer:
         self.opt_d_face.load_state_dict(state["optimizer_face_discriminator"])
         self.opt_d_expression.load_state_dict(state["optimizer_expression_discriminator"])
 
-    def train(self, mode: bool = True) -> None:
-        for net in (self.model, self.d_face, self.d_expression):
-            net.train(mode)
+    def step(self, step: int, index: int) -> dict[str, torch.Tensor]:
+        """One step on a random batch of faces and one of expressions; `step` (counted
+        over the whole run) sets which discriminators learn."""
+        cfg, gen, dev = self.cfg, self.ctx.gen, self.ctx.device
+        fi = torch.randint(len(self.face_images), (cfg.batch_size,), generator=gen, device=dev)
+        ei = torch.randint(len(self.expr_images), (cfg.batch_size,), generator=gen, device=dev)
+        face = self.face_images[fi].float().div_(255)
+        expression = geometric(self.expr_images[ei].float().div_(255), cfg.augment, gen)
+        return self.train_step(step, face, self.face_labels[fi], expression, self.expr_labels[ei])
 
-    def autocast(self) -> torch.autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16)
-
-    def step(
+    def train_step(
         self,
         step: int,
         face: torch.Tensor,
         identity: torch.Tensor,
         expression: torch.Tensor,
         label: torch.Tensor,
-    ) -> dict[str, float]:
-        """One training step on images in [0, 1]; `step` (0-based, counted over the whole
-        run) sets which discriminators learn. Returns the losses (NaN: not computed)."""
+    ) -> dict[str, torch.Tensor]:
+        """The losses and updates of one step on images in [0, 1] (see the module
+        docstring); returns the losses computed, as detached tensors."""
         cfg, m = self.cfg, self.model
-        losses = dict.fromkeys(LOSSES, float("nan"))
+        losses: dict[str, torch.Tensor] = {}
 
-        with self.autocast():
+        with self.ctx.autocast():
             f_expression = m.expression_encoder(expression)
             fake = m.decoder(f_expression, m.face_encoder(face)).float()
             logits = m.classifier(f_expression.detach())
@@ -235,13 +291,13 @@ class Trainer:
         self.opt_classifier.zero_grad(set_to_none=True)
         loss_cls.backward()
         self.opt_classifier.step()
-        losses["loss_classifier"] = loss_cls.item()
+        losses["loss_classifier"] = loss_cls.detach()
 
         update_face = step % cfg.d_face_every == 0
-        with self.autocast(), torch.set_grad_enabled(update_face):
+        with self.ctx.autocast(), torch.set_grad_enabled(update_face):
             real_features, real_logits = self.d_face(face)
         if update_face:
-            with self.autocast():
+            with self.ctx.autocast():
                 _, fake_logits = self.d_face(fake.detach())
             fake_id = torch.full_like(identity, self.fake_class)
             loss_d_face = F.cross_entropy(real_logits.float(), identity) + F.cross_entropy(
@@ -250,19 +306,19 @@ class Trainer:
             self.opt_d_face.zero_grad(set_to_none=True)
             loss_d_face.backward()
             self.opt_d_face.step()
-            losses["loss_d_face"] = loss_d_face.item()
+            losses["loss_d_face"] = loss_d_face.detach()
         real_features = real_features.detach().float()
 
         if step % cfg.d_expression_every == 0:
-            with self.autocast():
+            with self.ctx.autocast():
                 _, expression_logits = self.d_expression(expression)
             loss_d_expression = F.cross_entropy(expression_logits.float(), label)
             self.opt_d_expression.zero_grad(set_to_none=True)
             loss_d_expression.backward()
             self.opt_d_expression.step()
-            losses["loss_d_expression"] = loss_d_expression.item()
+            losses["loss_d_expression"] = loss_d_expression.detach()
 
-        with frozen(self.d_face, self.d_expression), self.autocast():
+        with frozen(self.d_face, self.d_expression), self.ctx.autocast():
             fake_features, fake_face_logits = self.d_face(fake)
             _, fake_expression_logits = self.d_expression(fake)
             # Dual-image consistency: the fake (who: face) with the face's own expression
@@ -287,16 +343,17 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        losses.update({k: v.item() for k, v in g.items()})
-        losses["loss_g"] = loss_g.item()
+        losses.update({k: v.detach() for k, v in g.items()})
+        losses["loss_g"] = loss_g.detach()
         return losses
 
     @torch.inference_mode()
-    def samples(
-        self, face: torch.Tensor, expression: torch.Tensor, noise: torch.Tensor
-    ) -> list[torch.Tensor]:
-        """face | expression | fake | face reconstruction | expression reconstruction."""
-        m = self.model
+    def samples(self) -> list[torch.Tensor]:
+        """face | expression | fake | face reconstruction | expression reconstruction, for
+        the fixed sample pairs and noise."""
+        m, dev = self.model, self.ctx.device
+        face, expression = self.fixed_face.to(dev), self.fixed_expr.to(dev)
+        noise = self.fixed_noise.to(dev)
         m.eval()
         fake = m.generate(face, expression, noise)
         out = [
@@ -315,28 +372,25 @@ class Trainer:
         m = self.model
         m.eval()
         out = [
-            torch.softmax(m.classify(to_unit(images[i : i + batch_size])).float(), 1).numpy()
+            torch.softmax(m.classify(to_float(images[i : i + batch_size]).to(self.ctx.device)), 1)
+            .float()
+            .cpu()
+            .numpy()
             for i in range(0, len(images), batch_size)
         ]
         m.train()
         return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
+    def end_epoch(self, epoch: int) -> dict[str, Any] | None:
+        if self.val is None or not len(self.val):
+            return None
+        probs = self.expression_probabilities(self.val.images)
+        return report.summary(self.val.labels, probs, list(CLASSES))
 
-def _config_from_dict(d: dict[str, Any]) -> TdganConfig:
-    d = dict(d)
-    d["augment"] = AugmentConfig(**d.get("augment", {}))
-    d["betas"] = tuple(d["betas"])
-    d["holdout_folds"] = tuple(d.get("holdout_folds", ()))
-    return TdganConfig(**d)
-
-
-def _plain(cfg: TdganConfig) -> dict[str, Any]:
-    """The config as checkpoint-safe plain data (lists, not tuples)."""
-    d = asdict(cfg)
-    d["betas"] = list(cfg.betas)
-    d["holdout_folds"] = list(cfg.holdout_folds)
-    d["net_kwargs"] = _plain_kwargs(cfg.net_kwargs)
-    return d
+    def reports(self, out: Path, step: int, history: list[dict[str, Any]]) -> None:
+        columns = [to_uint8(c) for c in self.samples()]
+        report.save_grid(columns, out / f"samples_{step:06d}.png")
+        report.plot_losses(history, out / "losses.png")
 
 
 def train_tdgan(
@@ -346,149 +400,29 @@ def train_tdgan(
     out: Path,
     val: FaceSet | None = None,
     resume: bool = False,
-    progress: bool = True,
+    opts: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Train on random (face, expression) pairs: `faces` needs a `subject` column (the
     identities), `expressions` labels in `CLASSES` (rows labelled -1 are dropped).
 
     `resume` continues from `out/last.pt` with its saved configuration, except `epochs`,
-    `limit_steps` and `threads`, which come from `cfg`. Returns the history and the best validation
-    summary (if `val`).
+    which comes from `cfg`. Returns the loop's result (step, total steps, why it stopped,
+    history, best validation summary if `val`).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    opts = opts or RunOptions(log_every=50, save_every=500)
     expressions = expressions.subset(expressions.labels >= 0)
     if val is not None:
         val = val.subset(val.labels >= 0)
     size = int(faces.images.shape[1])
     if expressions.images.shape[1:] != faces.images.shape[1:]:
         raise ValueError("face and expression images differ in size")
-    subjects, face_ids = identities(faces)
-
-    state: dict[str, Any] | None = None
-    if resume and (out / checkpoint.LAST).exists():
-        state = checkpoint.load(out / checkpoint.LAST)
-        # The run's definition comes from the checkpoint; how long and on how many threads
-        # it runs are the caller's.
-        epochs, limit, threads = cfg.epochs, cfg.limit_steps, cfg.threads
-        cfg = _config_from_dict(state["config"])
-        cfg.epochs, cfg.limit_steps, cfg.threads = epochs, limit, threads
-        if state["identities"] != subjects:
-            raise ValueError("the face set's subjects differ from the checkpoint's")
-        log.info("resuming %s from step %d", out, state["step"])
+    last = out / checkpoint.LAST
+    resuming = resume and last.exists()
+    if resuming:
+        epochs = cfg.epochs
+        cfg = _config_from_dict(checkpoint.load(last)["config"])
+        cfg.epochs = epochs
     else:
         cfg.net_kwargs = {"input_size": size, "num_classes": len(CLASSES), **cfg.net_kwargs}
-    meta = metadata(cfg, size)
-
-    torch.manual_seed(cfg.seed)
-    trainer = Trainer(cfg, len(subjects))
-    params = sum(p.numel() for p in trainer.model.parameters())
-    d_params = sum(
-        p.numel() for d in (trainer.d_face, trainer.d_expression) for p in d.parameters()
-    )
-    log.info("tdgan: %d parameters served, %d in the discriminators", params, d_params)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"accuracy": -1.0}
-    step = 0
-    if state is not None:
-        trainer.load(state)
-        gen.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        history, best, step = state["history"], state["best"], int(state["step"])
-
-    # Fixed sample pairs and noise (the same grid rows at every save, across resumes).
-    pick = np.random.default_rng(cfg.seed)
-    fixed_face = to_unit(faces.images[pick.choice(len(faces), min(8, len(faces)), False)])
-    fixed_expr = to_unit(
-        expressions.images[
-            pick.choice(len(expressions), len(fixed_face), len(expressions) < len(fixed_face))
-        ]
-    )
-    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    fixed_noise = torch.rand(
-        len(fixed_face),
-        trainer.model.noise_channels,
-        trainer.model.map_size,
-        trainer.model.map_size,
-        generator=noise_gen,
-    )
-
-    # uint8 in memory (FER2013 as float would take 4x); batches become [0, 1] floats.
-    face_images = torch.from_numpy(faces.images).unsqueeze(1)
-    expr_images = torch.from_numpy(expressions.images).unsqueeze(1)
-    face_labels = torch.from_numpy(face_ids.astype(np.int64))
-    expr_labels = torch.from_numpy(expressions.labels)
-    per_epoch = max(1, len(expressions) // cfg.batch_size)
-    total = cfg.epochs * per_epoch
-    stop = min(total, step + cfg.limit_steps) if cfg.limit_steps else total
-
-    def save(name: str = checkpoint.LAST) -> None:
-        ckpt = {
-            "step": step,
-            "epoch": step / per_epoch,
-            **trainer.state(),
-            "rng": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "config": _plain(cfg),
-            "metadata": meta,
-            "identities": subjects,
-            "history": history,
-            "best": best,
-            "parameters": params,
-        }
-        checkpoint.save(ckpt, out / name)
-
-    def write_reports() -> None:
-        save_grid(
-            trainer.samples(fixed_face, fixed_expr, fixed_noise), out / f"samples_{step:06d}.png"
-        )
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        report.plot_losses(history, out / "losses.png")
-
-    trainer.train()
-    window: list[dict[str, float]] = []
-    t0 = time.time()
-    bar = tqdm(total=stop, initial=step, desc="tdgan", disable=not progress, leave=False)
-    while step < stop:
-        fi = torch.randint(len(face_images), (cfg.batch_size,), generator=gen)
-        ei = torch.randint(len(expr_images), (cfg.batch_size,), generator=gen)
-        face = face_images[fi].float().div_(255)
-        expression = geometric(expr_images[ei].float().div_(255), cfg.augment, gen)
-        losses = trainer.step(step, face, face_labels[fi], expression, expr_labels[ei])
-        window.append(losses)
-        step += 1
-        bar.update()
-        bar.set_postfix(g=f"{losses['loss_g']:.3f}", cls=f"{losses['loss_classifier']:.3f}")
-        epoch_end = step % per_epoch == 0
-        if step % cfg.log_every == 0 or epoch_end or step == stop:
-            row: dict[str, float] = {"step": step, "epoch": step / per_epoch}
-            for k in LOSSES:
-                seen = [w[k] for w in window if not np.isnan(w[k])]
-                if seen:
-                    row[k] = float(np.mean(seen))
-            row["seconds_per_step"] = (time.time() - t0) / len(window)
-            summary = None
-            if epoch_end and val is not None and len(val):
-                probs = trainer.expression_probabilities(val.images)
-                summary = report.summary(val.labels, probs, list(CLASSES))
-                row["val_acc"] = summary["accuracy"]
-            history.append(row)
-            if summary is not None and summary["accuracy"] > best["accuracy"]:
-                best = {**summary, "step": step, "epoch": step // per_epoch}
-                save(checkpoint.BEST)
-            window, t0 = [], time.time()
-            msg = (
-                f"tdgan step {step}/{total} (epoch {row['epoch']:.2f}) G {row['loss_g']:.4f} "
-                f"classifier {row['loss_classifier']:.4f}"
-                + (f" val {row['val_acc']:.4f}" if "val_acc" in row else "")
-            )
-            log.info(msg)
-            if progress and (epoch_end or step == stop):
-                print(msg, flush=True)
-        if step % cfg.save_every == 0 or epoch_end or step == stop:
-            save()
-            write_reports()
-    bar.close()
-    return {"step": step, "total_steps": total, "history": history, "best": best}
+    method = TdganMethod(cfg, faces, expressions, Context(opts, cfg.seed), val)
+    return fit(method, opts, out, resume=resuming)
