@@ -31,6 +31,7 @@ from training.nets.tdgan import (
     InceptionResNetBlock,
     build,
     feature_size,
+    instance_norm,
 )
 from training.train import checkpoint
 from training.train.loop import RunOptions
@@ -77,6 +78,19 @@ def test_network_shapes(size: int, pools: int, side: int) -> None:
     out = net(x, x)
     assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
     assert net.classify(x).shape == (2, 7)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_instance_norm_is_instancenorm2d(affine: bool) -> None:
+    torch.manual_seed(0)
+    ours = instance_norm(6, eps=1e-3, affine=affine)
+    reference = torch.nn.InstanceNorm2d(6, eps=1e-3, affine=affine)
+    if affine:
+        torch.nn.init.normal_(reference.weight)
+        torch.nn.init.normal_(reference.bias)
+    ours.load_state_dict(reference.state_dict())  # the same parameter names and shapes
+    x = torch.randn(3, 6, 5, 7) * 4 + 2
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-5)
 
 
 def test_noise_is_drawn_unless_given() -> None:
@@ -229,3 +243,23 @@ def test_cli(tmp_path: Path, sets: tuple[FaceSet, FaceSet], capsys: pytest.Captu
     state = checkpoint.load(out / checkpoint.LAST)
     assert state["step"] == 2 and len(state["identities"]) == 4
     assert state["metadata"]["net"]["kwargs"]["widths"] == [4, 8, 8]
+
+
+def test_resume_is_exact(tmp_path: Path, sets: tuple[FaceSet, FaceSet]) -> None:
+    """Stopped after 2 steps and resumed, a run ends where an unbroken one does: every
+    random draw (batches, augmentation, noise, dropout) continues where it stopped."""
+    faces, expressions = sets
+
+    def train(out: Path, resume: bool, max_steps: int) -> dict[str, object]:
+        opts = RunOptions(device="cpu", max_steps=max_steps, progress=False, export=False)
+        cfg = TdganConfig(epochs=2, batch_size=8, net_kwargs=dict(TINY))
+        return train_tdgan(cfg, faces, expressions, out, resume=resume, opts=opts)
+
+    train(tmp_path / "whole", False, 5)
+    train(tmp_path / "parts", False, 2)
+    train(tmp_path / "parts", True, 3)
+    whole = checkpoint.load(tmp_path / "whole" / checkpoint.LAST)
+    parts = checkpoint.load(tmp_path / "parts" / checkpoint.LAST)
+    assert whole["step"] == parts["step"] == 5
+    for key in ("model", "face_discriminator", "expression_discriminator"):
+        assert all(torch.equal(whole[key][k], parts[key][k]) for k in whole[key]), key
