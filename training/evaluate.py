@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.archive import open_archive
 from service.handlers.classifier import ClassifierHandler
 from training.nets import build_net
 from training.train import checkpoint
@@ -15,6 +14,8 @@ def load_handler(path: str | Path) -> Any:
     """A ready handler with `predict_arrays` and `classes` for a `.mar` or a checkpoint."""
     path = Path(path)
     if path.suffix == ".mar":
+        from service.archive import open_archive  # pydantic: not on a bare GPU machine
+
         return open_archive(path).handler
     state = checkpoint.load(path)
     meta = state["metadata"]
