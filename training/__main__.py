@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,7 @@ def _loop_options(args: argparse.Namespace, **defaults: Any) -> RunOptions:
         max_steps=args.max_steps,
         compile=args.compile,
         progress=not args.quiet,
+        started=args.started,
         **defaults,
     )
 
@@ -552,6 +554,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.started = time.monotonic()  # a --time-budget counts from here: loading data too
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -48,12 +48,14 @@ def run_cv(
     With a time budget, the whole run shares it: when a fold's training stops for it, the
     run returns `{"stopped": "time_budget"}` and a later call resumes where it stopped."""
     opts = opts or RunOptions()
-    deadline = time.monotonic() + opts.time_budget if opts.time_budget > 0 else 0.0
+    start = time.monotonic() if opts.started is None else opts.started
+    deadline = start + opts.time_budget if opts.time_budget > 0 else 0.0
 
     def options() -> RunOptions:
         if not deadline:
             return opts
-        return replace(opts, time_budget=max(0.001, deadline - time.monotonic()))
+        left = max(0.001, deadline - time.monotonic())
+        return replace(opts, time_budget=left, started=None)
 
     progress = opts.progress
     seven = ckplus.without_contempt(data)

@@ -60,6 +60,9 @@ class RunOptions:
     precision: Precision = "auto"
     threads: int = 0  # torch CPU threads (0: torch's default)
     time_budget: float = 0.0  # seconds; >0: stop cleanly before it, resumable
+    # When the budget started (time.monotonic()): the command's start, so loading data
+    # counts too; None: when `fit` starts.
+    started: float | None = None
     max_steps: int = 0  # >0: stop this invocation after that many steps (smoke runs)
     compile: str = "none"  # torch.compile mode for the networks (see COMPILE_MODES)
     log_every: int = 0  # steps per history row (0: one row per epoch)
@@ -244,7 +247,8 @@ def fit(method: Method, opts: RunOptions, out: Path, resume: bool = False) -> di
     total, why it stopped (`done`, `max_steps`, `time_budget`), the history and the best
     validation summary."""
     started = time.monotonic()
-    deadline = started + opts.time_budget if opts.time_budget > 0 else math.inf
+    budget_from = started if opts.started is None else opts.started
+    deadline = budget_from + opts.time_budget if opts.time_budget > 0 else math.inf
     out.mkdir(parents=True, exist_ok=True)
     ctx = method.ctx
     per_epoch = method.steps_per_epoch
@@ -414,7 +418,7 @@ def fit(method: Method, opts: RunOptions, out: Path, resume: bool = False) -> di
         if best.get("accuracy", -1) >= 0 and (out / checkpoint.BEST).exists():
             source = checkpoint.load(out / checkpoint.BEST)
         checkpoint.save(servable(source), out / EXPORT)
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - budget_from
     if stopped == "time_budget":
         log.info("%s: stopped by the time budget at step %d (%.0f s)", method.name, step, elapsed)
         if opts.progress:
