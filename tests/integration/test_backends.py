@@ -20,7 +20,8 @@ from PIL import Image
 from service.app import create_app
 from service.catalog import scan
 from service.faces import RetinaFaceDetector, crops_for
-from service.inference import LocalBackend, ModelNotReady, TorchServeBackend
+from service.inference import LocalBackend, TorchServeBackend
+from service.problems import ModelNotReady
 from service.settings import Settings
 from service.torchserve import TorchServe
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import ProblemError
+from service.problems import ProblemError
 from service.imaging import ImageLimits, decode, sniff
 
 LIMITS = ImageLimits(max_bytes=5_000_000, max_pixels=4_000_000)
