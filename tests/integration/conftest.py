@@ -19,12 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from service.torchserve import (
-    CONFIG_NAME,
-    TorchServe,
-    free_ports,
-    local_config,
-)
+from service.launcher.config import CONFIG_NAME, free_ports, local_config
+from service.launcher.process import TorchServe
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_STORE = REPO / "model_store"

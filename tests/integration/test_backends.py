@@ -21,9 +21,9 @@ from service.app import create_app
 from service.catalog import scan
 from service.faces import RetinaFaceDetector, crops_for
 from service.inference import LocalBackend, TorchServeBackend
+from service.launcher.process import TorchServe
 from service.problems import ModelNotReady
 from service.settings import Settings
-from service.torchserve import TorchServe
 
 pytestmark = pytest.mark.integration
 
