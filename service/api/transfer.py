@@ -110,9 +110,10 @@ async def transfer(
     services.models.require(TRANSFER.model, TRANSFER.model_kind)  # 503 now, not a failed job
     params = TransferParams(face_index=face_index, expression_index=expression_index)
     images = await read_uploads(request, services.pipeline.limits, TRANSFER.inputs)
-    # Decoded now, so that a bad file is a 4xx rather than a failed job.
-    await asyncio.to_thread(services.pipeline.decode_uploads, images)
-    record, created = await jobs.submit(TRANSFER.name, images, params, idempotency_key)
+    # Decoded now, so that a bad file is a 4xx rather than a failed job; a job run in this
+    # process runs on these pixels instead of decoding the uploads again.
+    decoded = await asyncio.to_thread(services.pipeline.decode_uploads, images)
+    record, created = await jobs.submit(TRANSFER.name, images, params, idempotency_key, decoded)
     if wait > 0 and not record.finished:
         record = await jobs.wait(record.id, wait) or record
     if wait > 0 and record.status == "succeeded":

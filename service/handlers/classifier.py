@@ -20,28 +20,14 @@ import torch
 from PIL import Image
 
 try:
-    from .base import (
-        BaseHandler,
-        PredictionException,
-        parse_json,
-        png_base64,
-        read_image,
-        request_body,
-        to_pixels,
-    )
+    from . import base
 except ImportError:  # inside TorchServe: a top-level module beside base.py
-    from base import (  # type: ignore[no-redef]
-        BaseHandler,
-        PredictionException,
-        parse_json,
-        png_base64,
-        read_image,
-        request_body,
-        to_pixels,
-    )
+    import base  # type: ignore[no-redef]
 
 
-class ClassifierHandler(BaseHandler["ClassifierHandler.Crops", "ClassifierHandler.Classified"]):
+class ClassifierHandler(
+    base.BaseHandler["ClassifierHandler.Crops", "ClassifierHandler.Classified"]
+):
     """Face crops in, expression probabilities (and DeRL's neutral faces) out."""
 
     channels_last = True
@@ -66,27 +52,29 @@ class ClassifierHandler(BaseHandler["ClassifierHandler.Crops", "ClassifierHandle
     @staticmethod
     def unwrap(row: Any) -> tuple[Any, dict[str, Any]]:
         """A TorchServe request row -> (image bytes, options)."""
-        payload = request_body(row)
+        payload = base.request_body(row)
         if isinstance(payload, bytearray):
             payload = bytes(payload)
         if isinstance(payload, str | bytes) and payload[:1] in ("{", b"{"):
-            payload = parse_json(payload)
+            payload = base.parse_json(payload)
         if isinstance(payload, dict):  # JSON: {"image": base64, options...}
             options = {k: v for k, v in payload.items() if k != "image"}
             try:
                 return base64.b64decode(payload.get("image", ""), validate=True), options
             except ValueError as exc:
-                raise PredictionException("'image' must be base64", 400) from exc
+                raise base.PredictionException("'image' must be base64", 400) from exc
         return payload, {}
 
     def crop(self, payload: Any) -> np.ndarray:
         """One image (bytes) to a uint8 [S, S] crop at the model's input size."""
         if not isinstance(payload, bytes) or not payload:
-            raise PredictionException("request body must be an image or {'image': base64}", 400)
+            raise base.PredictionException(
+                "request body must be an image or {'image': base64}", 400
+            )
         try:
-            image = read_image(payload, "L", self.input_size)
+            image = base.read_image(payload, "L", self.input_size)
         except Exception as exc:  # noqa: BLE001 - any decoder error is the client's input
-            raise PredictionException(f"cannot decode the face crop: {exc}", 400) from exc
+            raise base.PredictionException(f"cannot decode the face crop: {exc}", 400) from exc
         return np.asarray(image, dtype=np.uint8)
 
     def batch(self, crops: np.ndarray) -> torch.Tensor:
@@ -110,7 +98,7 @@ class ClassifierHandler(BaseHandler["ClassifierHandler.Crops", "ClassifierHandle
         with torch.inference_mode():
             if any(batch.neutral) and hasattr(model, "forward_all"):
                 logits, _, neutral = model.forward_all(x)  # type: ignore[operator]
-                faces = to_pixels(neutral)[:, 0]
+                faces = base.to_pixels(neutral)[:, 0]
             else:
                 logits = model(x)
             probs = torch.softmax(logits.float(), dim=1)
@@ -128,7 +116,7 @@ class ClassifierHandler(BaseHandler["ClassifierHandler.Crops", "ClassifierHandle
                 "label": self.classes[int(row.argmax())],
             }
             if output.faces is not None and output.neutral[i]:
-                result["neutral"] = png_base64(output.faces[i])
+                result["neutral"] = base.png_base64(output.faces[i])
             out.append(result)
         return out
 

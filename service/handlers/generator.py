@@ -26,28 +26,12 @@ import numpy as np
 import torch
 
 try:
-    from .base import (
-        BaseHandler,
-        PredictionException,
-        parse_json,
-        png_base64,
-        read_image,
-        request_body,
-        to_pixels,
-    )
+    from . import base
 except ImportError:  # inside TorchServe: a top-level module beside base.py
-    from base import (  # type: ignore[no-redef]
-        BaseHandler,
-        PredictionException,
-        parse_json,
-        png_base64,
-        read_image,
-        request_body,
-        to_pixels,
-    )
+    import base  # type: ignore[no-redef]
 
 
-class GeneratorHandler(BaseHandler[list[torch.Tensor], "GeneratorHandler.Generated"]):
+class GeneratorHandler(base.BaseHandler[list[torch.Tensor], "GeneratorHandler.Generated"]):
     """Named face crops in, a generated face (as a PNG) out."""
 
     # Nested: TorchServe wants one class per handler module.
@@ -77,11 +61,11 @@ class GeneratorHandler(BaseHandler[list[torch.Tensor], "GeneratorHandler.Generat
         """One base64 crop to a normalised [C, S, S] tensor at the model's input size."""
         gray = self.metadata["input"].get("color", "gray") == "gray"
         try:
-            image = read_image(
+            image = base.read_image(
                 base64.b64decode(encoded, validate=True), "L" if gray else "RGB", self.input_size
             )
         except Exception as exc:  # noqa: BLE001 - any decoder error is the client's input
-            raise PredictionException(f"cannot decode the '{name}' crop: {exc}", 400) from exc
+            raise base.PredictionException(f"cannot decode the '{name}' crop: {exc}", 400) from exc
         a = np.asarray(image, dtype=np.float32) / 255.0
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         return self.normalise(torch.from_numpy(np.ascontiguousarray(a)))
@@ -90,14 +74,14 @@ class GeneratorHandler(BaseHandler[list[torch.Tensor], "GeneratorHandler.Generat
         """A batch of requests to one batched tensor per input name."""
         rows = []
         for row in data:
-            body = request_body(row)
+            body = base.request_body(row)
             if isinstance(body, bytes | bytearray | str):
-                body = parse_json(body)
+                body = base.parse_json(body)
             if not isinstance(body, dict):
-                raise PredictionException("the body must be a JSON object of crops", 400)
+                raise base.PredictionException("the body must be a JSON object of crops", 400)
             missing = [n for n in self.inputs if n not in body]
             if missing:
-                raise PredictionException(f"missing crops: {', '.join(missing)}", 400)
+                raise base.PredictionException(f"missing crops: {', '.join(missing)}", 400)
             rows.append(body)
         return [
             torch.stack([self.crop(n, r[n]) for r in rows]).to(self.device) for n in self.inputs
@@ -122,10 +106,10 @@ class GeneratorHandler(BaseHandler[list[torch.Tensor], "GeneratorHandler.Generat
         """Each image as a base64 PNG (gray or RGB), with its probabilities if any."""
         rows = output.probs.cpu().double().numpy() if output.probs is not None else None
         out = []
-        for i, a in enumerate(to_pixels(output.images)):
+        for i, a in enumerate(base.to_pixels(output.images)):
             a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
             result: dict[str, Any] = {
-                "image": png_base64(a),
+                "image": base.png_base64(a),
                 "width": int(a.shape[1]),
                 "height": int(a.shape[0]),
             }

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from service.jobs.kinds import JobRuntime
+from pydantic import BaseModel
+
+from service.imaging import DecodedImage
+from service.jobs.kinds import JobKind, JobOutput, JobRuntime
 from service.jobs.records import JobRecord, job_problem, utcnow
 from service.jobs.registry import KINDS
 from service.jobs.stores import JobStore
@@ -40,8 +44,16 @@ class Execution:
     retry_in: float | None = None
 
 
-async def execute(job_id: str, store: JobStore, runtime: JobRuntime) -> Execution:
+async def execute(
+    job_id: str,
+    store: JobStore,
+    runtime: JobRuntime,
+    decoded: Mapping[str, DecodedImage] | None = None,
+) -> Execution:
     """Run job `job_id` once and store what came of it (see the module docstring).
+
+    The job runs on `decoded`, its uploads as the gateway already decoded them when it
+    runs in the gateway's process; else the uploads are decoded here, once.
 
     Safe to call again for the same job: a finished or vanished job is left alone, and a
     job found `running` was interrupted (its worker died) and starts over.
@@ -73,7 +85,8 @@ async def execute(job_id: str, store: JobStore, runtime: JobRuntime) -> Executio
     started = asyncio.get_running_loop().time()
     try:
         params = kind.params.model_validate(record.params)
-        output = await asyncio.wait_for(kind.run(runtime, inputs, params), settings.job_timeout)
+        run = _run(kind, runtime, {n: inputs[n] for n in kind.inputs}, decoded, params)
+        output = await asyncio.wait_for(run, settings.job_timeout)
     except ProblemError as exc:
         if exc.kind.slug in TRANSIENT and record.retries < settings.job_retries:
             record.retries += 1
@@ -99,6 +112,18 @@ async def execute(job_id: str, store: JobStore, runtime: JobRuntime) -> Executio
     elapsed = asyncio.get_running_loop().time() - started
     log.info("job %s (%s) succeeded in %.2f s", job_id, record.kind, elapsed)
     return Execution("succeeded")
+
+
+async def _run(
+    kind: JobKind,
+    runtime: JobRuntime,
+    inputs: Mapping[str, bytes],
+    decoded: Mapping[str, DecodedImage] | None,
+    params: BaseModel,
+) -> JobOutput:
+    if decoded is None:
+        decoded = await asyncio.to_thread(runtime.pipeline.decode_uploads, inputs)
+    return await kind.run(runtime, decoded, params)
 
 
 async def _fail(

@@ -1,7 +1,7 @@
 """What a kind of job is (`JobKind`) and what it runs with (`JobRuntime`).
 
 A `JobKind` names the uploaded images it takes, its parameters (a pydantic model) and an
-async `run` that turns them into a PNG. The machinery around it (queueing, state, retries,
+async `run` that turns them, decoded, into a PNG. The machinery around it (queueing, state, retries,
 TTLs, results) is the same for every kind (`execution`, `queues`); it runs `run` in a
 Celery worker (service/worker.py) or in the gateway's own pool (`LocalJobs`).
 
@@ -21,6 +21,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from service.catalog import ModelStore
+from service.imaging import DecodedImage
 from service.inference import InferenceBackend
 from service.jobs.records import JobOutcome
 from service.pipeline import FacePipeline
@@ -58,7 +59,8 @@ class JobKind:
     #: Names of the uploaded images (multipart fields) it takes.
     inputs: tuple[str, ...]
     params: type[BaseModel]
-    run: Callable[[JobRuntime, Mapping[str, bytes], Any], Awaitable[JobOutput]]
+    #: The job itself: its uploads (decoded, by name) and parameters to a PNG.
+    run: Callable[[JobRuntime, Mapping[str, DecodedImage], Any], Awaitable[JobOutput]]
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
+from service.imaging import DecodedImage
 from service.jobs.celery_config import QUEUE, RUN_JOB, celery_config
 from service.jobs.execution import execute
 from service.jobs.kinds import JobRuntime
@@ -73,8 +74,11 @@ class JobQueue(Protocol):
         inputs: Mapping[str, bytes],
         params: BaseModel,
         idempotency_key: str | None = None,
+        decoded: Mapping[str, DecodedImage] | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Queue a job; returns it and whether it is new (False: the Idempotency-Key's job)."""
+        """Queue a job; returns it and whether it is new (False: the Idempotency-Key's job).
+        `decoded`: the uploads as the caller decoded them (to check them), which a queue
+        that runs jobs in this process runs the job on instead of decoding them again."""
         ...
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -109,7 +113,9 @@ class StoredJobs:
     async def _reaching_store(self) -> AsyncIterator[None]:
         yield
 
-    async def _dispatch(self, record: JobRecord) -> None:
+    async def _dispatch(
+        self, record: JobRecord, decoded: Mapping[str, DecodedImage] | None
+    ) -> None:
         raise NotImplementedError
 
     async def submit(
@@ -118,6 +124,7 @@ class StoredJobs:
         inputs: Mapping[str, bytes],
         params: BaseModel,
         idempotency_key: str | None = None,
+        decoded: Mapping[str, DecodedImage] | None = None,
     ) -> tuple[JobRecord, bool]:
         now = utcnow()
         record = JobRecord(
@@ -133,7 +140,7 @@ class StoredJobs:
             record, created = await self.store.create(record, inputs, self.settings.job_ttl)
             if created:
                 try:
-                    await self._dispatch(record)
+                    await self._dispatch(record, decoded)
                 except BaseException:
                     await self.store.delete(record.id)
                     raise
@@ -171,7 +178,10 @@ class StoredJobs:
 
 class LocalJobs(StoredJobs):
     """Jobs run in the gateway process by `job_workers` asyncio tasks, at most
-    `job_queue_size` waiting (then 503 `queue-full`); CPU-bound steps run in threads."""
+    `job_queue_size` waiting (then 503 `queue-full`); CPU-bound steps run in threads.
+
+    A job runs on the pixels the route decoded to check its uploads (kept here until the
+    job finishes), so each upload is decoded once."""
 
     def __init__(self, settings: Settings, runtime: JobRuntime) -> None:
         self.memory = MemoryJobStore()
@@ -180,6 +190,8 @@ class LocalJobs(StoredJobs):
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.job_queue_size)
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = 0
+        # The uploads of the jobs held here, as the route decoded them, until they finish.
+        self._decoded: dict[str, dict[str, DecodedImage]] = {}
 
     async def start(self) -> None:
         for _ in range(self.settings.job_workers):
@@ -194,9 +206,12 @@ class LocalJobs(StoredJobs):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._decoded.clear()
         await self.memory.close()
 
-    async def _dispatch(self, record: JobRecord) -> None:
+    async def _dispatch(
+        self, record: JobRecord, decoded: Mapping[str, DecodedImage] | None
+    ) -> None:
         try:
             self._queue.put_nowait(record.id)
         except asyncio.QueueFull:
@@ -205,21 +220,26 @@ class LocalJobs(StoredJobs):
                 f"{self._queue.qsize()} jobs are waiting; retry later",
                 retry_after=self.settings.retry_after,
             ) from None
+        if decoded is not None:
+            self._decoded[record.id] = dict(decoded)
 
     async def _work(self) -> None:
         while True:
             job_id = await self._queue.get()
             self._running += 1
             try:
-                ran = await execute(job_id, self.store, self.runtime)
+                ran = await execute(job_id, self.store, self.runtime, self._decoded.get(job_id))
             except Exception:  # noqa: BLE001 - keep the pool alive whatever one job does
                 log.exception("job %s could not be run", job_id)
+                self._decoded.pop(job_id, None)
                 continue
             finally:
                 self._running -= 1
                 self._queue.task_done()
             if ran.retry_in is not None:
                 self._spawn(self._requeue(job_id, ran.retry_in))
+            else:  # finished or gone: its pixels are no longer needed
+                self._decoded.pop(job_id, None)
 
     async def _requeue(self, job_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -265,7 +285,10 @@ class CeleryJobs(StoredJobs):
                 retry_after=self.settings.retry_after,
             ) from exc
 
-    async def _dispatch(self, record: JobRecord) -> None:
+    async def _dispatch(
+        self, record: JobRecord, decoded: Mapping[str, DecodedImage] | None
+    ) -> None:
+        # `decoded` stays here: the worker is another process, which decodes the uploads.
         assert self._celery is not None, "CeleryJobs.start() was not called"
         message = JobMessage(job_id=record.id, kind=record.kind).model_dump()
         celery = self._celery

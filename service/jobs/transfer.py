@@ -7,10 +7,9 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 
-from service.catalog import ModelEntry
+from service.imaging import DecodedImage
 from service.jobs.kinds import JobKind, JobOutput, JobRuntime, png_size
 from service.jobs.records import JobOutcome
-from service.pipeline import AlignedFace
 from service.schemas import ModelRef
 
 
@@ -23,22 +22,16 @@ class TransferParams(BaseModel):
     )
 
 
-def _aligned(
-    runtime: JobRuntime, name: str, data: bytes, index: int, model: ModelEntry
-) -> AlignedFace:
-    pipeline = runtime.pipeline
-    return pipeline.face(name, pipeline.decode_upload(name, data), index, model.input)
-
-
 async def run_transfer(
-    runtime: JobRuntime, images: Mapping[str, bytes], params: TransferParams
+    runtime: JobRuntime, images: Mapping[str, DecodedImage], params: TransferParams
 ) -> JobOutput:
     """The face of `face` wearing the expression of the face of `expression`."""
     entry = runtime.models.require(TRANSFER.model, TRANSFER.model_kind)
+    face_of = runtime.pipeline.face
     face, expression = await asyncio.gather(
-        asyncio.to_thread(_aligned, runtime, "face", images["face"], params.face_index, entry),
+        asyncio.to_thread(face_of, "face", images["face"], params.face_index, entry.input),
         asyncio.to_thread(
-            _aligned, runtime, "expression", images["expression"], params.expression_index, entry
+            face_of, "expression", images["expression"], params.expression_index, entry.input
         ),
     )
     generated = await runtime.backend.generate(
