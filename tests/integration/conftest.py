@@ -4,8 +4,9 @@
 in a private working folder (its own TMPDIR, logs and config, written from the project's
 `model_store/config.properties`), loads `compact` from `model_store/compact.mar`, a
 tiny test `derl` and a tiny test `tdgan` (both exported by this checkout's
-`training/export.py`, so they carry its handlers), waits until their workers are READY and stops it at the end, checking
-that no process it started (Java frontend, Python workers) survives. Use its
+`training/export.py`, so they carry its handlers), waits until their workers are READY and
+stops it at the end, checking that no process it started (Java frontend, Python workers)
+survives. Use its
 `inference_url`, `management_url` and `metrics_url` (base URLs, no trailing slash) and
 `model_store`.
 """
