@@ -44,8 +44,6 @@ except ImportError:  # pragma: no cover - depends on the environment
             self.error_code = error_code
 
 
-__all__ = ["BaseHandler", "PredictionException", "load_module", "png_base64", "read_image"]
-
 Batch = TypeVar("Batch")
 Output = TypeVar("Output")
 
