@@ -10,15 +10,16 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service import catalog
 from service.api import classify, health, jobs, models, transfer
 from service.api.deps import Services
-from service.errors import document_problems, install_error_handlers
+from service.api.errors import document_problems, install_error_handlers
+from service.catalog import ModelStore
 from service.faces import FaceDetector, RetinaFaceDetector
 from service.imaging import configure_pillow
 from service.inference import InferenceBackend, make_backend
-from service.jobkinds import JobRuntime
-from service.jobs import make_jobs
+from service.jobs.kinds import JobRuntime
+from service.jobs.queues import make_jobs
+from service.pipeline import FacePipeline
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,31 +70,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        entries = catalog.scan(settings.model_store, settings.models)
-        if not entries:
+        store = ModelStore.from_settings(settings)
+        if not store:
             log.error("no model archive in %s", settings.model_store)
-        face_detector = detector or RetinaFaceDetector(
-            score_threshold=settings.detector_score_threshold,
-            max_side=settings.detector_max_side,
-            threads=settings.detector_threads,
+        pipeline = FacePipeline.from_settings(
+            settings, detector or RetinaFaceDetector.from_settings(settings)
         )
         inference = backend or make_backend(settings)
-        await inference.start(list(entries.values()))
-        job_queue = make_jobs(settings, JobRuntime(settings, entries, face_detector, inference))
+        await inference.start(list(store))
+        job_queue = make_jobs(settings, JobRuntime(settings, store, pipeline, inference))
         await job_queue.start()
-        app.state.services = Services(
-            settings=settings,
-            catalog=entries,
-            default_model=catalog.default_classifier(entries, settings.default_model),
-            detector=face_detector,
-            backend=inference,
-            jobs=job_queue,
-        )
+        app.state.services = Services(settings, store, pipeline, inference, job_queue)
         log.info(
             "serving %s with the %s backend (default model %s)",
-            ", ".join(entries) or "no models",
+            ", ".join(store.entries) or "no models",
             settings.backend,
-            app.state.services.default_model,
+            store.default,
         )
         try:
             yield

@@ -1,19 +1,28 @@
 """Reading `.mar` archives: their metadata, and their handlers run in-process.
 
-A fer-service archive holds the handler file, the network source, `weights.pt` (a
-state_dict) and `metadata.json`. `open_archive` unpacks one into a private cache folder
-and instantiates its handler exactly as TorchServe would (the one class the handler file
+A fer-service archive holds the handler file with the modules it imports (`base.py`,
+`layout.py`), the network source, `weights.pt` (a state_dict) and `metadata.json` (the
+names are in service/handlers/layout.py). `open_archive` unpacks one into a private cache
+folder and instantiates its handler as TorchServe would (the one class the handler file
 defines, then `initialize(context)`), which is how the LocalBackend and `fer-train
 evaluate` run the very code TorchServe runs.
+
+The unpacked folder is imported as a package of its own, named after its content hash, so
+that the handler's imports of its siblings resolve to this archive's copies even when
+several archives (of different versions) are loaded in one process. Archives exported
+before `base.py` existed carry a self-contained handler and load the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
+import importlib.util
 import inspect
 import json
 import os
+import sys
 import tempfile
 import threading
 import zipfile
@@ -23,8 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MANIFEST = "MAR-INF/MANIFEST.json"
-METADATA = "metadata.json"
+from service.handlers.layout import MANIFEST, METADATA_FILE
 
 
 class InputSpec(BaseModel):
@@ -92,7 +100,7 @@ def read_manifest(path: str | Path) -> tuple[dict[str, Any], ArchiveMetadata]:
     """MANIFEST.json and metadata.json of an archive, without unpacking it."""
     with zipfile.ZipFile(path) as z:
         manifest = json.loads(z.read(MANIFEST))
-        metadata = ArchiveMetadata.model_validate_json(z.read(METADATA))
+        metadata = ArchiveMetadata.model_validate_json(z.read(METADATA_FILE))
     return manifest, metadata
 
 
@@ -112,13 +120,23 @@ def _unpack(path: Path, cache: Path) -> Path:
     return target
 
 
-def handler_class(handler_file: Path) -> type:
-    """The single class a handler file defines (TorchServe's own rule)."""
-    # Imported here: the handlers import torch, which reading metadata does not need (a
-    # gateway whose models run in TorchServe never loads torch).
-    from service.handlers.classifier import load_module
+def _archive_package(model_dir: Path) -> str:
+    """Import the unpacked archive `model_dir` as a package; its module name."""
+    name = f"_fer_archive_{hashlib.sha256(str(model_dir).encode()).hexdigest()[:16]}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_loader(name, loader=None, is_package=True)
+        assert spec is not None
+        package = importlib.util.module_from_spec(spec)
+        package.__path__ = [str(model_dir)]
+        sys.modules[name] = package
+    return name
 
-    module = load_module(str(handler_file), handler_file.stem)
+
+def handler_class(handler_file: Path) -> type:
+    """The single class a handler file defines (TorchServe's own rule), imported as a
+    module of its archive's package."""
+    package = _archive_package(handler_file.parent)
+    module = importlib.import_module(f"{package}.{handler_file.stem}")
     classes = [
         c
         for _, c in inspect.getmembers(module, inspect.isclass)
@@ -136,7 +154,7 @@ def open_archive(path: str | Path, cache_dir: str | Path | None = None) -> Loade
     cache.mkdir(parents=True, exist_ok=True)
     model_dir = _unpack(path, cache)
     manifest = json.loads((model_dir / MANIFEST).read_text())
-    metadata = ArchiveMetadata.model_validate_json((model_dir / METADATA).read_text())
+    metadata = ArchiveMetadata.model_validate_json((model_dir / METADATA_FILE).read_text())
     model = manifest["model"]
     handler_file = model_dir / model["handler"].split(":")[0]
     handler = handler_class(handler_file)()

@@ -97,8 +97,9 @@ def add_openapi(subparsers: Subparsers) -> None:
 
 def cmd_torchserve(args: argparse.Namespace) -> int:
     """Run TorchServe in the foreground over the model store; Ctrl-C/TERM stops it."""
+    from service.launcher.config import CONFIG_NAME, local_config
+    from service.launcher.process import TorchServe, run_foreground
     from service.settings import Settings
-    from service.torchserve import CONFIG_NAME, TorchServe, local_config, run_foreground
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

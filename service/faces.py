@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from service.archive import InputSpec
+from service.settings import Settings
 
 #: Names of the 5 landmarks, in the detector's order; left/right as seen in the image.
 LANDMARKS = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
@@ -160,6 +161,15 @@ class RetinaFaceDetector:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_side = max_side
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetinaFaceDetector:
+        """The detector `settings` configure (FER_DETECTOR_*)."""
+        return cls(
+            score_threshold=settings.detector_score_threshold,
+            max_side=settings.detector_max_side,
+            threads=settings.detector_threads,
+        )
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in `image` (uint8 [H, W, 3], RGB) scoring above the threshold."""

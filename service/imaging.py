@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import ProblemError
+from service.problems import ProblemError
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ class ImageLimits:
 
     max_bytes: int
     max_pixels: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageLimits:
+        """The limits `settings` configure (FER_MAX_UPLOAD_BYTES, FER_MAX_PIXELS)."""
+        return cls(settings.max_upload_bytes, settings.max_pixels)
 
 
 @dataclass(frozen=True)

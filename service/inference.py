@@ -13,7 +13,7 @@ it and differ only in transport:
 
 Both send the handler the same bytes (each crop as a PNG file; for `generate`, one JSON
 object of base64 PNGs by input name), so their answers agree.
-Failures are `BackendError`s, which the gateway serves as 502/503/504 problems.
+Failures are `BackendError`s (service/problems.py), served as 502/503/504 problems.
 """
 
 from __future__ import annotations
@@ -35,38 +35,11 @@ from pydantic import ValidationError
 
 from service.archive import LoadedArchive, open_archive
 from service.catalog import ModelEntry
-from service.errors import ProblemError
+from service.problems import BackendError, BackendTimeout, BackendUnavailable, ModelNotReady
 from service.schemas import Generation, Prediction
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class BackendError(ProblemError):
-    """The backend failed to answer (502 `backend-error`)."""
-
-    slug = "backend-error"
-
-    def __init__(self, detail: str, retry_after: int | None = None) -> None:
-        super().__init__(self.slug, detail, retry_after=retry_after)
-
-
-class BackendUnavailable(BackendError):
-    """The backend cannot be reached or has no capacity now (503, with Retry-After)."""
-
-    slug = "backend-unavailable"
-
-
-class ModelNotReady(BackendError):
-    """The model is not loaded (yet) in the backend (503, with Retry-After)."""
-
-    slug = "model-not-ready"
-
-
-class BackendTimeout(BackendError):
-    """The backend did not answer in time (504)."""
-
-    slug = "backend-timeout"
 
 
 @dataclass(frozen=True)

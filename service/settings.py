@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    # -- jobs (/transfer, /frontalize): service/jobs.py --------------------------------------
+    # -- jobs (/transfer, /frontalize): service/jobs/ -----------------------------------------
     jobs: Literal["local", "celery"] = Field(
         default="local",
         description="where queued jobs run: `local` (a bounded pool in the gateway process) "

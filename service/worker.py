@@ -5,7 +5,7 @@ Configured from the same `FER_*` settings as the gateway (`service.jobs.celery_c
 Each pool process builds its own `JobRuntime` once, after the fork: the face detector, the
 inference backend (FER_BACKEND: the archives in process, or TorchServe) started with the
 models the job kinds use, and an event loop that every job of that process runs on. The
-task itself is `service.jobs.execute`; transient Redis errors are retried with backoff.
+task itself is `service.jobs.execution.execute`; transient Redis errors are retried with backoff.
 """
 
 from __future__ import annotations
@@ -13,13 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from service.jobs import RUN_JOB, JobMessage, RedisJobStore, celery_config, execute
+from service.jobs.celery_config import RUN_JOB, celery_config
+from service.jobs.records import JobMessage
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.jobs.kinds import JobRuntime
+    from service.jobs.stores import RedisJobStore
 
 log = logging.getLogger(__name__)
 
@@ -34,35 +39,34 @@ class WorkerRuntime:
 
     loop: asyncio.AbstractEventLoop
     store: RedisJobStore
-    runtime: Any  # service.jobkinds.JobRuntime
+    runtime: JobRuntime
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerRuntime:
         """Load the detector and the models of every job kind (those in the store)."""
-        from service import catalog
+        from service.catalog import ModelStore
         from service.faces import RetinaFaceDetector
         from service.imaging import configure_pillow
         from service.inference import make_backend
-        from service.jobkinds import KINDS, JobRuntime
+        from service.jobs.kinds import JobRuntime
+        from service.jobs.registry import KINDS
+        from service.jobs.stores import RedisJobStore
+        from service.pipeline import FacePipeline
 
         configure_pillow(settings.max_pixels)
         loop = asyncio.new_event_loop()
-        entries = catalog.scan(settings.model_store, settings.models)
+        models = ModelStore.from_settings(settings)
         wanted = {k.model for k in KINDS.values()}
-        missing = sorted(wanted - set(entries))
+        missing = sorted(wanted - set(models.entries))
         if missing:
             log.warning("the model store %s lacks %s", settings.model_store, ", ".join(missing))
         backend = make_backend(settings)
-        loop.run_until_complete(backend.start([e for n, e in entries.items() if n in wanted]))
-        detector = RetinaFaceDetector(
-            score_threshold=settings.detector_score_threshold,
-            max_side=settings.detector_max_side,
-            threads=settings.detector_threads,
-        )
+        loop.run_until_complete(backend.start([e for e in models if e.name in wanted]))
+        pipeline = FacePipeline.from_settings(settings, RetinaFaceDetector.from_settings(settings))
         store = RedisJobStore(
             str(settings.redis_url), settings.redis_prefix, settings.redis_timeout
         )
-        return cls(loop, store, JobRuntime(settings, entries, detector, backend))
+        return cls(loop, store, JobRuntime(settings, models, pipeline, backend))
 
     def close(self) -> None:
         self.loop.run_until_complete(self.runtime.backend.close())
@@ -100,6 +104,8 @@ def _unload(**_: Any) -> None:
 def run_job(self: Task, message: dict[str, Any]) -> dict[str, Any]:
     """Run one job (a `JobMessage`); returns its id and status (Celery's result)."""
     from redis.exceptions import ConnectionError, TimeoutError
+
+    from service.jobs.execution import execute
 
     job = JobMessage.model_validate(message)
     rt = runtime()

@@ -32,7 +32,7 @@ def export_tiny_transfer(store: Path, delay: float = 0.0) -> Path:
     import torch
 
     import training.export
-    from service.handlers.classifier import load_module
+    from service.handlers.base import load_module
     from training.train import checkpoint
 
     torch.manual_seed(0)

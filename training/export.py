@@ -1,8 +1,9 @@
 """Checkpoint -> self-contained TorchServe `.mar` in the model store.
 
-The archive carries the handler, the network source, the weights as a state_dict and
-`metadata.json` (classes, input size, channels, normalisation, crop framing), so that it
-runs in a stock TorchServe whose Python has only torch, numpy, Pillow and pyyaml.
+The archive carries the handler with the shared handler modules (base.py, layout.py), the
+network source, the weights as a state_dict and `metadata.json` (classes, input size,
+channels, normalisation, crop framing), so that it runs in a stock TorchServe whose Python
+has only torch, numpy, Pillow and pyyaml. File names: service/handlers/layout.py.
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ import torch
 import service.handlers
 import training.nets
 from service.archive import ArchiveMetadata
+from service.handlers.layout import (
+    HANDLER_FOR_KIND,
+    METADATA_FILE,
+    MODEL_CONFIG_FILE,
+    SHARED_FILES,
+    WEIGHTS_FILE,
+)
 from training.train import checkpoint
 
 HANDLERS = Path(service.handlers.__file__).parent
 NETS = Path(training.nets.__file__).parent
-
-#: The handler file serving each kind of model.
-HANDLER_FOR_KIND = {
-    "classifier": "classifier.py",
-    "derl": "classifier.py",
-    "transfer": "generator.py",
-    "frontalizer": "generator.py",
-}
 
 #: Per-model TorchServe settings carried inside the archive (model-config.yaml).
 MODEL_CONFIG = """\
@@ -58,12 +58,15 @@ def export(ckpt_path: Path, name: str, version: str, store: Path, fp16: bool = F
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        (t / "metadata.json").write_text(json.dumps(meta, indent=1))
-        (t / "model-config.yaml").write_text(MODEL_CONFIG)
-        torch.save(weights, t / "weights.pt")
+        (t / METADATA_FILE).write_text(json.dumps(meta, indent=1))
+        (t / MODEL_CONFIG_FILE).write_text(MODEL_CONFIG)
+        torch.save(weights, t / WEIGHTS_FILE)
         shutil.copy(NETS / meta["net"]["file"], t / meta["net"]["file"])
         handler = HANDLER_FOR_KIND[meta.get("kind", "classifier")]
-        shutil.copy(HANDLERS / handler, t / handler)
+        # The handler imports the shared modules, which travel with it.
+        for module in (handler, *SHARED_FILES):
+            shutil.copy(HANDLERS / module, t / module)
+        extra = [METADATA_FILE, meta["net"]["file"], *SHARED_FILES]
         cmd = [
             str(Path(sys.executable).parent / "torch-model-archiver"),
             "--model-name",
@@ -73,11 +76,11 @@ def export(ckpt_path: Path, name: str, version: str, store: Path, fp16: bool = F
             "--handler",
             str(t / handler),
             "--serialized-file",
-            str(t / "weights.pt"),
+            str(t / WEIGHTS_FILE),
             "--extra-files",
-            f"{t / 'metadata.json'},{t / meta['net']['file']}",
+            ",".join(str(t / f) for f in extra),
             "--config-file",
-            str(t / "model-config.yaml"),
+            str(t / MODEL_CONFIG_FILE),
             "--export-path",
             str(store),
             "--force",

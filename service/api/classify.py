@@ -6,40 +6,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Query, Request, Response
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Receive
 
 from service.api.deps import ServicesDep
-from service.archive import InputSpec
-from service.errors import ProblemError, problem_responses
-from service.faces import LANDMARKS, Detection, FaceDetector, crops_for
-from service.imaging import DecodedImage, ImageLimits, decode
-from service.schemas import (
-    Box,
-    ClassifyResponse,
-    Face,
-    ImageInfo,
-    Landmarks,
-    ModelRef,
-    Point,
-    Prediction,
-)
+from service.api.errors import problem_responses
+from service.api.uploads import read_uploads
+from service.faces import Detection
+from service.pipeline import image_info, located
+from service.problems import ProblemError
+from service.schemas import ClassifyResponse, Face, ModelRef, Prediction
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["classify"])
-
-#: Room for multipart boundaries and part headers on top of the image's own byte limit.
-MULTIPART_SLACK = 64 * 1024
-
-#: Raw request bodies taken as the image itself.
-RAW_TYPES = ("image/", "application/octet-stream")
 
 REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
@@ -67,109 +48,12 @@ REQUEST_BODY: dict[str, Any] = {
 }
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    """`receive` that fails with 413 once the body grows past `limit` bytes."""
-    seen = 0
-
-    async def wrapped() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise ProblemError("payload-too-large", f"the body exceeds {limit} bytes")
-        return message
-
-    return wrapped
-
-
-async def read_image(request: Request, limits: ImageLimits) -> bytes:
-    """The uploaded image file from a multipart field `image` or a raw `image/*` body.
-
-    The size limit is enforced while the body streams in (and up front from
-    Content-Length), so a huge upload is refused without being read.
-    """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    multipart = content_type == "multipart/form-data"
-    limit = limits.max_bytes + (MULTIPART_SLACK if multipart else 0)
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise ProblemError("payload-too-large", f"the body is {length} bytes; the limit is {limit}")
-    limited = Request(request.scope, _limited(request.receive, limit))
-    if multipart:
-        try:
-            form = await limited.form(max_files=4, max_fields=16)
-        except StarletteHTTPException as exc:  # Starlette's multipart parser errors
-            raise ProblemError("missing-image", f"malformed multipart body: {exc.detail}") from exc
-        try:
-            upload = form.get("image")
-            if not isinstance(upload, UploadFile):
-                fields = ", ".join(sorted(set(form.keys()))) or "none"
-                what = "a text field, not a file" if upload is not None else "missing"
-                raise ProblemError(
-                    "missing-image",
-                    f"the multipart field 'image' is {what} (fields: {fields})",
-                )
-            return await upload.read()
-        finally:
-            await form.close()
-    if content_type.startswith(RAW_TYPES):
-        return b"".join([chunk async for chunk in limited.stream()])
-    if not content_type and length in (None, "0") and "transfer-encoding" not in request.headers:
-        raise ProblemError(
-            "missing-image", "no image: send multipart/form-data with a field 'image'"
-        )
-    raise ProblemError(
-        "unsupported-media-type",
-        "send multipart/form-data with a field 'image', or the image as the body with an "
-        f"image/* content type (got {content_type or 'no content type'})",
-    )
-
-
-@dataclass
-class Analysis:
-    """The CPU-bound part of a request: decoded image, faces and their crops."""
-
-    image: DecodedImage
-    faces: list[Detection]
-    crops: list[np.ndarray]
-    timings: dict[str, float]
-
-
-def analyse(
-    data: bytes,
-    limits: ImageLimits,
-    detector: FaceDetector,
-    spec: InputSpec,
-    max_faces: int,
-    decode_min_side: int | None = None,
-) -> Analysis:
-    """Decode, detect (keeping the `max_faces` largest faces) and align, timing each step.
-
-    `faces` are in the coordinates of the image file, whatever scale it was decoded at.
-    """
-    t0 = time.perf_counter()
-    image = decode(data, limits, decode_min_side)
-    t1 = time.perf_counter()
-    faces = sorted(detector.detect(np.asarray(image.image)), key=lambda f: f.area, reverse=True)
-    faces = faces[:max_faces]
-    t2 = time.perf_counter()
-    crops = crops_for(image.image, faces, spec)
-    t3 = time.perf_counter()
-    timings = {"decode": t1 - t0, "detect": t2 - t1, "align": t3 - t2}
-    return Analysis(image, [f.scaled(image.scale) for f in faces], crops, timings)
-
-
 def _face(detection: Detection, prediction: Prediction) -> Face:
-    x1, y1, x2, y2 = (round(v, 1) for v in detection.box)
-    points = {
-        name: Point(x=round(float(x), 1), y=round(float(y), 1))
-        for name, (x, y) in zip(LANDMARKS, detection.landmarks, strict=True)
-    }
+    where = located(detection)
     return Face(
-        box=Box(x=x1, y=y1, width=round(x2 - x1, 1), height=round(y2 - y1, 1)),
-        landmarks=Landmarks(**points),
-        score=round(detection.score, 4),
+        box=where.box,
+        landmarks=where.landmarks,
+        score=where.score,
         expression=prediction.label,
         probabilities=prediction.probabilities,
         neutral_face=prediction.neutral,
@@ -234,7 +118,7 @@ async def classify(
     without a face gives an empty list. Step durations are in the `Server-Timing` header.
     """
     started = time.perf_counter()
-    entry = services.classifier(model)
+    entry = services.models.classifier(model)
     cap = services.settings.max_faces
     if max_faces is not None and max_faces > cap:
         raise ProblemError("invalid-request", f"max_faces must be at most {cap}")
@@ -243,15 +127,9 @@ async def classify(
             "invalid-request",
             f"neutral=true needs a DeRL model; '{entry.name}' is a {entry.kind}",
         )
-    data = await read_image(request, services.limits)
+    upload = await read_uploads(request, services.pipeline.limits, ("image",), raw_body=True)
     analysis = await asyncio.to_thread(
-        analyse,
-        data,
-        services.limits,
-        services.detector,
-        entry.input,
-        max_faces or cap,
-        services.settings.decode_min_side,
+        services.pipeline.analyse, upload["image"], entry.input, max_faces or cap
     )
     t0 = time.perf_counter()
     predictions: Sequence[Prediction] = await services.backend.predict(
@@ -269,9 +147,7 @@ async def classify(
         " ".join(f"{k}={v * 1000:.1f}ms" for k, v in timings.items()),
     )
     return ClassifyResponse(
-        image=ImageInfo(
-            width=analysis.image.width, height=analysis.image.height, format=analysis.image.format
-        ),
+        image=image_info(analysis.image),
         model=ModelRef(name=entry.name, version=entry.version),
         faces=[_face(d, p) for d, p in zip(analysis.faces, predictions, strict=True)],
     )

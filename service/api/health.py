@@ -27,11 +27,11 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     """200 when every served model is loaded and able to answer and the job queue (Redis,
     with FER_JOBS=celery) is reachable, else 503 (same body)."""
     checks: dict[str, Check] = {}
-    if not services.catalog:
+    if not services.models:
         checks["model-store"] = Check(
             ok=False, detail=f"no readable .mar in {services.settings.model_store}"
         )
-    for entry in services.catalog.values():
+    for entry in services.models:
         status = await services.backend.status(entry)
         checks[f"model:{entry.name}"] = Check(ok=status.ready, detail=status.detail)
     if services.jobs is not None:

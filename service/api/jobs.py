@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.api.deps import ServicesDep
-from service.errors import ProblemError, problem_responses
-from service.jobs import JobQueue, JobRecord
+from service.api.deps import JobsDep
+from service.api.errors import problem_responses
+from service.jobs.queues import JobQueue
+from service.jobs.records import JobRecord
+from service.problems import ProblemError
 from service.schemas import JobResult, JobStatus, ResultImage
 
 router = APIRouter(tags=["jobs"])
@@ -48,16 +50,6 @@ WaitQuery = Annotated[
         "answering",
     ),
 ]
-
-
-def get_jobs(services: ServicesDep) -> JobQueue:
-    """The app's job queue."""
-    if services.jobs is None:
-        raise ProblemError("queue-unavailable", "the job queue is not started", retry_after=1)
-    return services.jobs
-
-
-JobsDep = Annotated[JobQueue, Depends(get_jobs)]
 
 
 def _not_found(job_id: str) -> ProblemError:

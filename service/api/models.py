@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import Services, ServicesDep
+from service.api.errors import problem_responses
 from service.catalog import ModelEntry
-from service.errors import problem_responses
 from service.schemas import ModelInfo, ModelList
 
 router = APIRouter(tags=["models"])
@@ -21,15 +21,15 @@ async def _info(services: Services, entry: ModelEntry) -> ModelInfo:
         classes=entry.classes,
         input=entry.input,
         ready=status.ready,
-        default=entry.name == services.default_model,
+        default=entry.name == services.models.default,
     )
 
 
 @router.get("/models", response_model=ModelList, summary="List the models")
 async def list_models(services: ServicesDep) -> ModelList:
     """Every model of the model store with its input crop, classes and readiness."""
-    infos = [await _info(services, e) for e in services.catalog.values()]
-    return ModelList(default=services.default_model, models=infos)
+    infos = [await _info(services, e) for e in services.models]
+    return ModelList(default=services.models.default, models=infos)
 
 
 @router.get(
@@ -40,4 +40,4 @@ async def list_models(services: ServicesDep) -> ModelList:
 )
 async def get_model(name: str, services: ServicesDep) -> ModelInfo:
     """One model of the model store."""
-    return await _info(services, services.model(name))
+    return await _info(services, services.models.get(name))

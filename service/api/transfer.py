@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api.classify import MULTIPART_SLACK, _limited
-from service.api.deps import ServicesDep
-from service.api.jobs import RESULT_RESPONSE, JobsDep, WaitQuery, job_accepted, result_response
-from service.errors import ProblemError, problem_responses
-from service.imaging import ImageLimits, decode
-from service.jobkinds import TRANSFER, JobRuntime, TransferParams
+from service.api.deps import JobsDep, ServicesDep
+from service.api.errors import problem_responses
+from service.api.jobs import RESULT_RESPONSE, WaitQuery, job_accepted, result_response
+from service.api.uploads import read_uploads
+from service.jobs.transfer import TRANSFER, TransferParams
 from service.schemas import JobStatus
 
 log = logging.getLogger(__name__)
@@ -43,53 +39,6 @@ REQUEST_BODY: dict[str, Any] = {
         },
     }
 }
-
-
-async def read_images(
-    request: Request, limits: ImageLimits, names: Sequence[str]
-) -> dict[str, bytes]:
-    """The uploaded files `names` of a multipart/form-data body, each within the byte limit
-    (enforced while the body streams in, as for /classify)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    wanted = " and ".join(f"'{n}'" for n in names)
-    if content_type != "multipart/form-data":
-        raise ProblemError(
-            "unsupported-media-type",
-            f"send multipart/form-data with the files {wanted} "
-            f"(got {content_type or 'no content type'})",
-        )
-    limit = len(names) * limits.max_bytes + MULTIPART_SLACK
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise ProblemError("payload-too-large", f"the body is {length} bytes; the limit is {limit}")
-    limited = Request(request.scope, _limited(request.receive, limit))
-    try:
-        form = await limited.form(max_files=len(names) + 2, max_fields=16)
-    except StarletteHTTPException as exc:
-        raise ProblemError("missing-image", f"malformed multipart body: {exc.detail}") from exc
-    try:
-        images: dict[str, bytes] = {}
-        for name in names:
-            upload = form.get(name)
-            if not isinstance(upload, UploadFile):
-                fields = ", ".join(sorted(set(form.keys()))) or "none"
-                what = "a text field, not a file" if upload is not None else "missing"
-                raise ProblemError(
-                    "missing-image", f"the multipart field '{name}' is {what} (fields: {fields})"
-                )
-            images[name] = await upload.read()
-        return images
-    finally:
-        await form.close()
-
-
-def validate_images(images: dict[str, bytes], limits: ImageLimits, min_side: int) -> None:
-    """Decode every upload once, so that a bad file is a 4xx now rather than a failed job."""
-    for name, data in images.items():
-        try:
-            decode(data, limits, min_side)
-        except ProblemError as exc:
-            raise ProblemError(exc.kind.slug, f"the {name} image: {exc.detail}") from exc
 
 
 @router.post(
@@ -158,14 +107,13 @@ async def transfer(
     is the result itself (`200`, as `GET /jobs/{id}/result`) if the job succeeds within
     N seconds. A job fails with `no-face` when a photo has no face (or not that many).
     """
-    runtime = JobRuntime(services.settings, services.catalog, services.detector, services.backend)
-    runtime.model(TRANSFER.model, TRANSFER.model_kind)  # 503 now rather than a failed job
+    services.models.require(TRANSFER.model, TRANSFER.model_kind)  # 503 now, not a failed job
     params = TransferParams(face_index=face_index, expression_index=expression_index)
-    images = await read_images(request, services.limits, TRANSFER.inputs)
-    await asyncio.to_thread(
-        validate_images, images, services.limits, services.settings.decode_min_side
-    )
-    record, created = await jobs.submit(TRANSFER.name, images, params, idempotency_key)
+    images = await read_uploads(request, services.pipeline.limits, TRANSFER.inputs)
+    # Decoded now, so that a bad file is a 4xx rather than a failed job; a job run in this
+    # process runs on these pixels instead of decoding the uploads again.
+    decoded = await asyncio.to_thread(services.pipeline.decode_uploads, images)
+    record, created = await jobs.submit(TRANSFER.name, images, params, idempotency_key, decoded)
     if wait > 0 and not record.finished:
         record = await jobs.wait(record.id, wait) or record
     if wait > 0 and record.status == "succeeded":

@@ -1,2 +1,5 @@
-"""TorchServe handlers. Each module is self-contained (torch, numpy, Pillow only): it is
-copied into `.mar` archives and run by TorchServe and by the in-process LocalBackend alike."""
+"""TorchServe handlers, copied into `.mar` archives and run by TorchServe and by the
+in-process LocalBackend alike: `base.py` (loading, TorchServe's entry point, shared
+helpers) and `layout.py` (the archive's file names) ship in every archive, beside the one
+handler of its kind (`classifier.py` or `generator.py`). They need torch, numpy and Pillow
+only."""

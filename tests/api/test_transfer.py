@@ -190,3 +190,22 @@ def test_transfer_without_a_tdgan_archive(
     r = client.post("/transfer", files=uploads(photo))
     body = assert_problem(r, 503, "model-not-ready")
     assert "no 'tdgan' archive" in body["detail"]
+
+
+def test_each_upload_is_decoded_once(
+    local: TestClient, photo: Callable[[str], bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route decodes the uploads to check them; the in-process job runs on those."""
+    import service.pipeline
+
+    decoded: list[int] = []
+    decode = service.pipeline.decode
+
+    def counting(data: bytes, *args: Any) -> Any:
+        decoded.append(len(data))
+        return decode(data, *args)
+
+    monkeypatch.setattr(service.pipeline, "decode", counting)
+    r = local.post("/transfer", params={"wait": 20}, files=uploads(photo))
+    assert r.status_code == 200, r.text
+    assert sorted(decoded) == sorted(len(photo(n)) for n in (FACE, EXPRESSION))

@@ -2,9 +2,11 @@
 
 `torchserve` (session scope) starts TorchServe 0.12 from this venv on free loopback ports,
 in a private working folder (its own TMPDIR, logs and config, written from the project's
-`model_store/config.properties`), loads `compact` from `model_store/compact.mar` and a
-tiny test `derl`, waits until their workers are READY and stops it at the end, checking
-that no process it started (Java frontend, Python workers) survives. Use its
+`model_store/config.properties`), loads `compact` from `model_store/compact.mar`, a
+tiny test `derl` and a tiny test `tdgan` (both exported by this checkout's
+`training/export.py`, so they carry its handlers), waits until their workers are READY and
+stops it at the end, checking that no process it started (Java frontend, Python workers)
+survives. Use its
 `inference_url`, `management_url` and `metrics_url` (base URLs, no trailing slash) and
 `model_store`.
 """
@@ -19,12 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from service.torchserve import (
-    CONFIG_NAME,
-    TorchServe,
-    free_ports,
-    local_config,
-)
+from service.launcher.config import CONFIG_NAME, free_ports, local_config
+from service.launcher.process import TorchServe
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_STORE = REPO / "model_store"
@@ -54,15 +52,21 @@ def processes_mentioning() -> Callable[[str], list[str]]:
 
 
 @pytest.fixture(scope="session")
-def model_store(derl_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_store(
+    derl_store: Path,
+    transfer_store: Callable[[float], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     """The store the session's TorchServe serves: the repository's trained `compact.mar`
-    and a tiny test `derl.mar` (for the neutral-face path)."""
+    (exported before the shared handler base), and a tiny test `derl.mar` (the neutral-face
+    path) and `tdgan.mar` (the generator handler) exported now."""
     shipped = MODEL_STORE / f"{MODEL}.mar"
     if not shipped.exists():
         pytest.fail(f"{shipped} is missing: it is committed; `make models` rebuilds it")
     store = tmp_path_factory.mktemp("model_store")
     shutil.copy(shipped, store / shipped.name)
     shutil.copy(derl_store / "derl.mar", store / "derl.mar")
+    shutil.copy(transfer_store(0.0) / "tdgan.mar", store / "tdgan.mar")
     return store
 
 
@@ -72,7 +76,7 @@ def torchserve(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     cfg = local_config(
         model_store,
         MODEL_STORE / CONFIG_NAME,
-        models=[MODEL, "derl"],
+        models=[MODEL, "derl", "tdgan"],
         ports=free_ports(5),
     )
     cfg.number_of_gpu = 0  # the reference runs on the CPU; so must TorchServe

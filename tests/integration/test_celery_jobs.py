@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
-from service.jobs import QUEUE
+from service.jobs.celery_config import QUEUE
 from service.settings import Settings
 
 pytestmark = pytest.mark.integration

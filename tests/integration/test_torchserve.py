@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from service.torchserve import TorchServe
+from service.launcher.process import TorchServe
 from training.evaluate import load_handler
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.torchserve import free_ports
+from service.launcher.config import free_ports
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import ProblemError
 from service.imaging import ImageLimits, decode, sniff
+from service.problems import ProblemError
 
 LIMITS = ImageLimits(max_bytes=5_000_000, max_pixels=4_000_000)
 

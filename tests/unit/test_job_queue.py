@@ -15,21 +15,18 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from service.api.jobs import wants_json
-from service.catalog import scan
+from service.catalog import ModelStore
 from service.cli import build_parser
 from service.faces import RetinaFaceDetector
 from service.inference import LocalBackend
-from service.jobkinds import JobRuntime, TransferParams
-from service.jobs import (
-    MAX_REDELIVERIES,
-    JobRecord,
-    MemoryJobStore,
-    celery_config,
-    execute,
-    new_job_id,
-    safe_url,
-    utcnow,
-)
+from service.jobs.celery_config import celery_config
+from service.jobs.execution import MAX_REDELIVERIES, execute
+from service.jobs.kinds import JobRuntime
+from service.jobs.queues import safe_url
+from service.jobs.records import JobRecord, new_job_id, utcnow
+from service.jobs.stores import MemoryJobStore
+from service.jobs.transfer import TransferParams
+from service.pipeline import FacePipeline
 from service.settings import Settings
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -59,7 +56,7 @@ def test_celery_configuration() -> None:
 
 
 def test_worker_app_and_command() -> None:
-    from service.jobs import RUN_JOB
+    from service.jobs.celery_config import RUN_JOB
     from service.worker import app
 
     assert RUN_JOB in app.tasks and app.conf.task_acks_late
@@ -70,7 +67,7 @@ def test_worker_app_and_command() -> None:
 def test_gateway_submits_jobs_without_torch() -> None:
     """The gateway names the task; the worker's code (and torch) stays out of it."""
     code = (
-        "import sys, service.app, service.jobs, service.api.transfer; "
+        "import sys, service.app, service.jobs.queues, service.api.transfer; "
         "assert 'torch' not in sys.modules and 'service.worker' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -131,7 +128,8 @@ def runtime(transfer_store: Callable[[float], Path]) -> JobRuntime:
     """A runtime whose backend has not loaded `tdgan`: every run meets `model-not-ready`."""
     store = transfer_store(0.0)
     settings = Settings(model_store=store, job_retries=1, job_retry_backoff=0.5)
-    return JobRuntime(settings, scan(store), RetinaFaceDetector(), LocalBackend())
+    pipeline = FacePipeline.from_settings(settings, RetinaFaceDetector())
+    return JobRuntime(settings, ModelStore.from_settings(settings), pipeline, LocalBackend())
 
 
 def test_transient_backend_errors_are_retried_then_fail(runtime: JobRuntime) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from service.catalog import scan
-from service.inference import LocalBackend, ModelNotReady
+from service.inference import LocalBackend
+from service.problems import ModelNotReady
 from service.settings import DEFAULT_MODEL_STORE
 
 

@@ -1,4 +1,4 @@
-"""The TorchServe config that `service.torchserve` writes (no TorchServe is started here)."""
+"""The TorchServe config that `service.launcher` writes (no TorchServe is started here)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from service.torchserve import (
+from service.launcher.config import (
     CONFIG_NAME,
     ModelSettings,
-    TorchServe,
     TorchServeConfig,
     TorchServeError,
     free_ports,
     local_config,
     read_properties,
 )
+from service.launcher.process import TorchServe
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "model_store" / CONFIG_NAME
 

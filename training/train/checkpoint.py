@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from service.handlers.classifier import WEIGHTS_FILE
+from service.handlers.layout import WEIGHTS_FILE
 
 LAST = "last.pt"
 BEST = "best.pt"

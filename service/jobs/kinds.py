@@ -1,0 +1,72 @@
+"""What a kind of job is (`JobKind`) and what it runs with (`JobRuntime`).
+
+A `JobKind` names the uploaded images it takes, its parameters (a pydantic model) and an
+async `run` that turns them, decoded, into a PNG. The machinery around it (queueing, state, retries,
+TTLs, results) is the same for every kind (`execution`, `queues`); it runs `run` in a
+Celery worker (service/worker.py) or in the gateway's own pool (`LocalJobs`).
+
+Adding a kind (e.g. `frontalize`: one `face` image, the `frontalize` model) is a module
+like `transfer` (a params model and a `run` that calls `FacePipeline.face` and
+`JobRuntime.backend.generate`) listed in `registry.KINDS`, plus its route.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+from pydantic import BaseModel
+
+from service.catalog import ModelStore
+from service.imaging import DecodedImage
+from service.inference import InferenceBackend
+from service.jobs.records import JobOutcome
+from service.pipeline import FacePipeline
+from service.problems import BackendError
+from service.settings import Settings
+
+
+@dataclass
+class JobRuntime:
+    """What a job runs with: settings, the model store, the face pipeline and the inference
+    backend (the same model store and pipeline objects the gateway's routes use)."""
+
+    settings: Settings
+    models: ModelStore
+    pipeline: FacePipeline
+    backend: InferenceBackend
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """The result of a job's `run`: the PNG and its description."""
+
+    image: bytes
+    outcome: JobOutcome
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of queued job."""
+
+    name: str
+    #: The archive it runs, by name, and the kind that archive must be.
+    model: str
+    model_kind: str
+    #: Names of the uploaded images (multipart fields) it takes.
+    inputs: tuple[str, ...]
+    params: type[BaseModel]
+    #: The job itself: its uploads (decoded, by name) and parameters to a PNG.
+    run: Callable[[JobRuntime, Mapping[str, DecodedImage], Any], Awaitable[JobOutput]]
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a generated PNG; a backend error if it is not one."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            return image.size
+    except Exception as exc:  # noqa: BLE001 - the model's output, not the client's input
+        raise BackendError(f"the model returned an image that is not a PNG: {exc}") from exc
