@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from training.data.samples import CLASSES, FaceSet
 from training.data.tensors import to_device
 from training.nets import build_net
 from training.train import checkpoint, widen
-from training.train.loop import Context, Method, RunOptions, fit
+from training.train.loop import Context, Method, RunOptions, fit, saved_config
 
 log = logging.getLogger(__name__)
 
@@ -314,16 +314,14 @@ def train_classifier(
     which may extend (or shorten) the run.
     """
     opts = opts or RunOptions()
-    size = int(train.images.shape[1])
-    last = out / checkpoint.LAST
-    resuming = resume and last.exists()
-    if resuming:
-        epochs = cfg.epochs
-        cfg = _config_from_dict(checkpoint.load(last)["config"])
-        cfg.epochs = epochs
+    saved = saved_config(out, resume)
+    if saved is not None:
+        cfg = replace(_config_from_dict(saved), epochs=cfg.epochs)
     else:
+        size = int(train.images.shape[1])
         cfg.net_kwargs = {"input_size": size, "num_classes": len(CLASSES), **cfg.net_kwargs}
     out.mkdir(parents=True, exist_ok=True)
+    resuming = saved is not None
     method = ClassifierMethod(cfg, train, val, Context(opts, cfg.seed), out, resuming)
     result = fit(method, opts, out, resume=resuming)
     return {

@@ -231,6 +231,13 @@ def _tensor_bytes(obj: Any) -> int:
     return 0
 
 
+def saved_config(out: Path, resume: bool) -> dict[str, Any] | None:
+    """The configuration a resumed run continues with (`out/last.pt`'s), or None for a new
+    run: a run's definition comes from its checkpoint, only its length from the caller."""
+    last = out / checkpoint.LAST
+    return checkpoint.load(last)["config"] if resume and last.exists() else None
+
+
 def servable(state: dict[str, Any]) -> dict[str, Any]:
     """The servable part of a checkpoint: weights in float16, with what reads them."""
     out = {k: state[k] for k in SERVABLE_KEYS if k in state}

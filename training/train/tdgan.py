@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,7 @@ from training.data.augment import AugmentConfig, geometric
 from training.data.samples import CLASSES, FaceSet
 from training.data.tensors import to_device, to_float, to_uint8
 from training.nets.tdgan import TDGAN, Discriminator
-from training.train import checkpoint
-from training.train.loop import Context, Method, RunOptions, fit
+from training.train.loop import Context, Method, RunOptions, fit, saved_config
 
 log = logging.getLogger(__name__)
 
@@ -416,13 +415,10 @@ def train_tdgan(
     size = int(faces.images.shape[1])
     if expressions.images.shape[1:] != faces.images.shape[1:]:
         raise ValueError("face and expression images differ in size")
-    last = out / checkpoint.LAST
-    resuming = resume and last.exists()
-    if resuming:
-        epochs = cfg.epochs
-        cfg = _config_from_dict(checkpoint.load(last)["config"])
-        cfg.epochs = epochs
+    saved = saved_config(out, resume)
+    if saved is not None:
+        cfg = replace(_config_from_dict(saved), epochs=cfg.epochs)
     else:
         cfg.net_kwargs = {"input_size": size, "num_classes": len(CLASSES), **cfg.net_kwargs}
     method = TdganMethod(cfg, faces, expressions, Context(opts, cfg.seed), val)
-    return fit(method, opts, out, resume=resuming)
+    return fit(method, opts, out, resume=saved is not None)
