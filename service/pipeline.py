@@ -17,6 +17,7 @@ import numpy as np
 from service.archive import InputSpec
 from service.faces import LANDMARKS, Detection, FaceDetector, crops_for
 from service.imaging import DecodedImage, ImageLimits, decode
+from service.pose import estimate_yaw
 from service.problems import ProblemError
 from service.schemas import Box, ImageInfo, Landmarks, Point, SourceFace
 from service.settings import Settings
@@ -29,6 +30,7 @@ class Located:
     box: Box
     landmarks: Landmarks
     score: float
+    yaw: float
 
 
 def located(detection: Detection) -> Located:
@@ -42,6 +44,7 @@ def located(detection: Detection) -> Located:
         box=Box(x=x1, y=y1, width=round(x2 - x1, 1), height=round(y2 - y1, 1)),
         landmarks=Landmarks(**points),
         score=round(detection.score, 4),
+        yaw=round(estimate_yaw(detection.landmarks), 1),
     )
 
 

@@ -74,6 +74,12 @@ class Face(BaseModel):
     box: Box
     landmarks: Landmarks
     score: float = Field(ge=0, le=1, description="face detection confidence")
+    yaw: float = Field(
+        ge=-90,
+        le=90,
+        description="head yaw in degrees estimated from the 5 landmarks (positive: the face "
+        "turns towards the image's right), clamped to +-75",
+    )
     expression: str = Field(description="the most probable expression")
     probabilities: dict[str, float] = Field(
         description="probability of every expression class (they sum to 1)",
@@ -121,6 +127,7 @@ class ClassifyResponse(BaseModel):
                                 "mouth_right": {"x": 244.2, "y": 140.6},
                             },
                             "score": 0.9993,
+                            "yaw": -2.1,
                             "expression": "happy",
                             "probabilities": PROBABILITIES_EXAMPLE,
                         }

@@ -54,6 +54,7 @@ def _face(detection: Detection, prediction: Prediction) -> Face:
         box=where.box,
         landmarks=where.landmarks,
         score=where.score,
+        yaw=where.yaw,
         expression=prediction.label,
         probabilities=prediction.probabilities,
         neutral_face=prediction.neutral,
