@@ -239,6 +239,37 @@ def cmd_tdgan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_frontalize(args: argparse.Namespace) -> int:
+    from training.nets.frontalize import Frontalizer
+    from training.train import checkpoint
+    from training.train.frontalize import FrontalizeConfig, frontalize_quality, train_frontalize
+
+    train, held = _ckplus_split(args.ckplus, args.holdout_folds)
+    cfg = FrontalizeConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lambda_l1=args.lambda_l1,
+        seed=args.seed,
+        holdout_folds=tuple(args.holdout_folds),
+    )
+    print(f"{len(train)} frontal faces of {len(np.unique(train.meta['subject']))} subjects")
+    out = Path(args.out)
+    result = train_frontalize(cfg, train, out, args.resume, _loop_options(args))
+    _stopped(result)
+    if len(held) and result["stopped"] == "done":
+        state = checkpoint.load(out / checkpoint.LAST)
+        model = Frontalizer(**state["metadata"]["net"]["kwargs"])
+        model.load_state_dict(state["model"])
+        quality = {
+            **frontalize_quality(model, held),
+            "holdout_folds": list(args.holdout_folds),
+            "pairs": "held-out CK+ subjects' frontal crops turned by training/data/pose.py",
+        }
+        (out / "quality.json").write_text(json.dumps(quality, indent=1))
+        print("frontalization on held-out subjects:", json.dumps(quality))
+    return 0
+
+
 def _ckplus_split(path: str, holdout_folds: list[int]) -> tuple[FaceSet, FaceSet]:
     """All CK+ rows of the other folds, and of `holdout_folds` (subject-disjoint)."""
     from training.data import ckplus
@@ -503,6 +534,18 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=int, default=50, help="steps per history row")
     _add_loop_flags(t)
     t.set_defaults(func=cmd_tdgan)
+
+    f = sub.add_parser(
+        "frontalize", help="pose frontalization GAN on CK+ faces turned by a 3D-aware warp"
+    )
+    f.add_argument("--ckplus", required=True, help="the CK+ npz (frontal faces, subjects)")
+    f.add_argument("--out", required=True)
+    f.add_argument("--epochs", type=int, default=60)
+    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--lambda-l1", type=float, default=100.0, help="weight of each L1 term")
+    _add_holdout_folds(f, [0], "subjects are left out (for the quality figures)")
+    _add_loop_flags(f)
+    f.set_defaults(func=cmd_frontalize)
 
     i = sub.add_parser(
         "identity", help="identity embedding on CK+ subjects (judge of transfer quality)"

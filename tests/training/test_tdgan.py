@@ -20,7 +20,7 @@ from service.archive import open_archive
 from service.schemas import Generation
 from training.__main__ import main
 from training.data.samples import CLASSES, FaceSet
-from training.data.synthetic import make_dataset
+from training.data.synthetic import make_dataset, write_ckplus_npz
 from training.export import export
 from training.nets.tdgan import (
     TDGAN,
@@ -201,36 +201,9 @@ def test_build_takes_archive_kwargs() -> None:
     assert net.classify(torch.rand(1, 1, 48, 48)).shape == (1, 7)
 
 
-def _write_ckplus(path: Path, faces: FaceSet) -> None:
-    """A CK+-shaped npz from synthetic faces: per subject one sequence, its first image as
-    the neutral frame (`hugoiwnl`) and the others as CK+48 peak frames."""
-    subject = faces.meta["subject"].astype(str)
-    first = {s: int(np.flatnonzero(subject == s)[0]) for s in np.unique(subject)}
-    first_row = np.array([first[s] for s in subject])
-    neutral = first_row == np.arange(len(subject))
-    fer = np.where(neutral, CLASSES.index("neutral"), faces.labels)
-    codes = np.array([1, 3, 4, 5, 6, 7, 0])[fer]  # FER2013 class -> CK+ code
-    sequence = np.array([f"{s}_001" for s in subject])
-    np.savez(
-        path,
-        images=faces.images,
-        labels=codes.astype(np.int8),
-        fer_labels=fer.astype(np.int8),
-        subject=subject,
-        sequence=sequence,
-        frame=np.where(neutral, 1, 10 + np.arange(len(subject))).astype(np.int16),
-        neutral=neutral,
-        source=np.where(neutral, "hugoiwnl", "CK+48"),
-        names=np.array([f"{q}_{i:08d}" for i, q in enumerate(sequence)]),
-        neutral_index=np.where(neutral, -1, first_row).astype(np.int32),
-        labeled_sequence=np.ones(len(subject), bool),
-        fold=np.array([int(s[-1]) % 3 for s in subject], dtype=np.int8),
-    )
-
-
 def test_cli(tmp_path: Path, sets: tuple[FaceSet, FaceSet], capsys: pytest.CaptureFixture) -> None:
     faces, expressions = sets
-    _write_ckplus(tmp_path / "ckplus.npz", faces)
+    write_ckplus_npz(tmp_path / "ckplus.npz", faces)
     np.savez(tmp_path / "fer.npz", images=expressions.images, labels=expressions.labels)
     out = tmp_path / "run"
     argv = ["tdgan", "--ckplus", str(tmp_path / "ckplus.npz"), "--fer2013"]

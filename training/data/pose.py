@@ -64,15 +64,24 @@ def landmarks_at_yaw(points: np.ndarray, yaw: float) -> np.ndarray:
     return np.stack([x, v], 1)
 
 
+def sampling_grid(yaw: float, size: int) -> torch.Tensor:
+    """The `grid_sample` grid [S, S, 2] that turns a `size` crop by `yaw` degrees."""
+    table = _source_columns(float(yaw), size)
+    gx = torch.from_numpy(table * 2 - 1).float()  # grid_sample's [-1, 1], pixel centres
+    gy = torch.from_numpy((np.arange(size) + 0.5) / size * 2 - 1).float()
+    return torch.stack([gx, gy[:, None].expand(size, size)], -1)
+
+
+def turn_tensor(x: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+    """Float crops [N, C, S, S] turned by per-sample grids [N, S, S, 2] (on their device)."""
+    return F.grid_sample(x, grids, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def turn(images: np.ndarray, yaw: float) -> np.ndarray:
     """Frontal aligned crops uint8 [N, S, S] as seen at `yaw` degrees (0: unchanged)."""
     n, size, _ = images.shape
     if n == 0:
         return images.copy()
-    table = _source_columns(float(yaw), size)
-    gx = torch.from_numpy(table * 2 - 1).float()  # grid_sample's [-1, 1], pixel centres
-    gy = torch.from_numpy((np.arange(size) + 0.5) / size * 2 - 1).float()
-    grid = torch.stack([gx, gy[:, None].expand(size, size)], -1).expand(n, size, size, 2)
-    x = torch.from_numpy(images).float().unsqueeze(1)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grids = sampling_grid(yaw, size).expand(n, size, size, 2)
+    out = turn_tensor(torch.from_numpy(images).float().unsqueeze(1), grids)
     return out[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()

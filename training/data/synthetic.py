@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -851,4 +852,32 @@ def make_multi_yaw(
             "frontal_index": np.array(frontal_col, dtype=np.int64),
             "neutral": np.array(labels, dtype=np.int64) == NEUTRAL,
         },
+    )
+
+
+def write_ckplus_npz(path: str | Path, faces: FaceSet) -> None:
+    """For smoke runs of the CK+ commands: a CK+-shaped npz of synthetic faces. Per subject
+    one sequence, its first image as the neutral frame (`hugoiwnl`) and the others as CK+48
+    peak frames; the subject's last digit modulo 3 is its fold."""
+    subject = faces.meta["subject"].astype(str)
+    first = {s: int(np.flatnonzero(subject == s)[0]) for s in np.unique(subject)}
+    first_row = np.array([first[s] for s in subject])
+    neutral = first_row == np.arange(len(subject))
+    fer = np.where(neutral, CLASSES.index("neutral"), faces.labels)
+    codes = np.array([1, 3, 4, 5, 6, 7, 0])[fer]  # FER2013 class -> CK+ code
+    sequence = np.array([f"{s}_001" for s in subject])
+    np.savez(
+        path,
+        images=faces.images,
+        labels=codes.astype(np.int8),
+        fer_labels=fer.astype(np.int8),
+        subject=subject,
+        sequence=sequence,
+        frame=np.where(neutral, 1, 10 + np.arange(len(subject))).astype(np.int16),
+        neutral=neutral,
+        source=np.where(neutral, "hugoiwnl", "CK+48"),
+        names=np.array([f"{q}_{i:08d}" for i, q in enumerate(sequence)]),
+        neutral_index=np.where(neutral, -1, first_row).astype(np.int32),
+        labeled_sequence=np.ones(len(subject), bool),
+        fold=np.array([int(s[-1]) % 3 for s in subject], dtype=np.int8),
     )
