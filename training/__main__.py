@@ -270,6 +270,26 @@ def cmd_frontalize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pose_accuracy(args: argparse.Namespace) -> int:
+    from training.evaluate import load_handler
+    from training.pose_accuracy import load_frontalizer, pose_accuracy
+
+    data = load_dataset(args.data, args.split)
+    data = data.subset(data.labels >= 0)
+    if args.limit:
+        data = data.subset(np.arange(min(args.limit, len(data))))
+    frontalize = load_frontalizer(args.frontalizer) if args.frontalizer else None
+    result = pose_accuracy(
+        load_handler(args.judge).predict_arrays, data, tuple(args.yaws), frontalize
+    )
+    result.update(judge=args.judge, data=args.data, frontalizer=args.frontalizer or None)
+    for yaw, row in result["accuracy"].items():
+        print(f"yaw {yaw:>5}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def _ckplus_split(path: str, holdout_folds: list[int]) -> tuple[FaceSet, FaceSet]:
     """All CK+ rows of the other folds, and of `holdout_folds` (subject-disjoint)."""
     from training.data import ckplus
@@ -570,6 +590,18 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     q.set_defaults(func=cmd_transfer_quality)
+
+    a = sub.add_parser(
+        "pose-accuracy", help="a classifier's accuracy on faces turned to each yaw (+ frontalized)"
+    )
+    a.add_argument("--judge", required=True, help="classifier .mar or checkpoint")
+    a.add_argument("--data", required=True, help="labelled frontal crops (npz, csv, folder)")
+    a.add_argument("--split", default=None)
+    a.add_argument("--frontalizer", default="", help="frontalize .mar / checkpoint (optional)")
+    a.add_argument("--yaws", type=float, nargs="+", default=[0, 15, 30, 45, 60])
+    a.add_argument("--limit", type=int, default=0, help="only the first N images")
+    a.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    a.set_defaults(func=cmd_pose_accuracy)
 
     e = sub.add_parser("evaluate", help="accuracy of a checkpoint or .mar on a labelled set")
     e.add_argument("--model", required=True, help="a checkpoint (.pt) or an archive (.mar)")

@@ -75,3 +75,36 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert quality["holdout_folds"] == [0] and set(quality["per_yaw"]) >= {"0", "30", "60"}
     assert np.isfinite(quality["per_yaw"]["30"]["l1"])
     assert "frontal faces of 4 subjects" in capsys.readouterr().out
+
+
+def test_pose_accuracy_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A judge that reads the nose's place says "turned" only when the faces are turned,
+    so the per-yaw figures move with the yaw; the identity frontalizer changes nothing."""
+    from training.pose_accuracy import pose_accuracy
+
+    data = make_dataset(14, seed=3, identities=range(2))
+    data.labels[:] = 0
+
+    def judge(images: np.ndarray) -> np.ndarray:
+        # class 0 when the bright mass sits in the middle (frontal), class 1 otherwise
+        x = images.astype(float)
+        cols = np.arange(48)
+        centre = (x.sum(1) * cols).sum(1) / x.sum((1, 2))
+        frontal = np.abs(centre - 23.5) < 1.0
+        return np.stack([frontal, ~frontal], 1).astype(float)
+
+    result = pose_accuracy(judge, data, (0, 45), frontalize=lambda a: a)
+    acc = result["accuracy"]
+    assert acc["0"]["turned"] > acc["45"]["turned"]
+    assert acc["45"]["frontalized"] == acc["45"]["turned"]
+
+    np.savez(tmp_path / "d.npz", images=data.images, labels=data.labels)
+    train = make_dataset(64, size=48, seed=1, identities=range(8))
+    np.savez(tmp_path / "t.npz", images=train.images, labels=train.labels)
+    argv = ["compact", "--data", str(tmp_path / "t.npz"), "--val", str(tmp_path / "t.npz")]
+    argv += ["--out", str(tmp_path / "c"), "--widths", "4", "8", "--fc", "8", "--epochs", "1"]
+    assert main([*argv, "--batch-size", "16", "--device", "cpu", "--quiet"]) == 0
+    argv = ["pose-accuracy", "--judge", str(tmp_path / "c" / "best.pt"), "--data"]
+    assert main([*argv, str(tmp_path / "d.npz"), "--yaws", "0", "30", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(printed["accuracy"]) == {"0.0", "30.0"} and printed["n"] == 14
