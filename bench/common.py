@@ -34,6 +34,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git": _git_head(),
+        # other work on the machine while measuring (1/5/15-minute load averages)
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

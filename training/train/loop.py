@@ -259,7 +259,7 @@ def fit(method: Method, opts: RunOptions, out: Path, resume: bool = False) -> di
     out.mkdir(parents=True, exist_ok=True)
     ctx = method.ctx
     per_epoch = method.steps_per_epoch
-    total = method.epochs * per_epoch
+    total = method.epochs * per_epoch  # a resumed run's length is the caller's
     step, history, best = 0, [], {"accuracy": -1.0}
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -284,7 +284,6 @@ def fit(method: Method, opts: RunOptions, out: Path, resume: bool = False) -> di
             method.begin_epoch(step // per_epoch - (1 if pending_end else 0))
         ctx.set_rng_state(loop["rng"])
         log.info("resuming %s from step %d of %d", out, step, total)
-    total = method.epochs * per_epoch  # the caller may extend or shorten a resumed run
     stop_at = min(total, step + opts.max_steps) if opts.max_steps else total
 
     clock = _Clock(save=0.2 + _tensor_bytes(method.state()) / 100e6)  # until measured
