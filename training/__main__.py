@@ -57,6 +57,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         "distill": args.distill,
         "distill_weight": args.distill_weight,
         "distill_temperature": args.distill_temperature,
+        "mixup": args.mixup,
         "init": args.init,
     }
 
@@ -115,6 +116,18 @@ def cmd_compact(args: argparse.Namespace) -> int:
     cfg = ClassifierConfig(
         net="compact",
         net_kwargs=net_kwargs,
+        **_run_options(args),
+    )
+    return _train_classifier(cfg, args)
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from training.train.classifier import ClassifierConfig
+
+    cfg = ClassifierConfig(
+        net="ensemble",
+        net_kwargs={"widths": tuple(args.widths), "fc": tuple(args.fc)},
+        local_weight=args.member_weight,
         **_run_options(args),
     )
     return _train_classifier(cfg, args)
@@ -457,6 +470,9 @@ def _add_run_flags(c: argparse.ArgumentParser) -> None:
     )
     c.add_argument("--distill-temperature", type=float, default=4.0)
     c.add_argument(
+        "--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup, Beta(ALPHA, ALPHA)"
+    )
+    c.add_argument(
         "--init", default="", help="start from a checkpoint's or .mar's weights (fine-tune)"
     )
     _add_loop_flags(c)
@@ -484,6 +500,21 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--fc", type=int, default=0, help="width of the FC layers (default 256)")
     c.add_argument("--dropout", type=float, default=None, help="FC dropout (default 0.5)")
     c.set_defaults(func=cmd_compact)
+
+    n = sub.add_parser(
+        "ensemble", help="the 3-CNN ensemble (3x3, 5x5, 7x7 kernels), members trained together"
+    )
+    n.add_argument("--data", required=True)
+    n.add_argument("--val", required=True)
+    n.add_argument("--out", required=True)
+    n.add_argument("--epochs", type=int, default=60)
+    n.add_argument("--widths", type=int, nargs=3, default=[32, 64, 128], help="conv widths")
+    n.add_argument("--fc", type=int, nargs="+", default=[256, 128], help="FC widths")
+    n.add_argument(
+        "--member-weight", type=float, default=1.0, help="weight of each member's own loss"
+    )
+    _add_run_flags(n)
+    n.set_defaults(func=cmd_ensemble)
 
     g = sub.add_parser("derl-gan", help="DeRL stage 1: the de-expression cGAN on CK+ pairs")
     g.add_argument("--data", required=True, help="the CK+ npz")

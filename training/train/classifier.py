@@ -57,7 +57,8 @@ class ClassifierConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     limit_batches: int = 0  # >0: stop each epoch after that many batches (smoke runs)
     generator: str = ""  # DeRL: stage-1 checkpoint whose generator is loaded and frozen
-    local_weight: float = 0.5  # DeRL: lambda_1..4 of the local CNN losses (lambda_5 = 1)
+    # DeRL: lambda_1..4 of the local CNN losses (lambda_5 = 1); ensemble: each member's loss
+    local_weight: float = 0.5
     init: str = ""  # start from this checkpoint's or .mar's weights (fine-tuning, new schedule)
     # Knowledge distillation (Hinton et al. 2015) from a trained teacher (.mar or checkpoint):
     # every head's loss is (1 - w) * CE(labels) + w * T^2 * KL(teacher_T || student_T). The
@@ -66,6 +67,9 @@ class ClassifierConfig:
     distill: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 4.0
+    # mixup (Zhang et al. 2018): each batch is blended with a shuffled copy of itself by a
+    # weight drawn from Beta(mixup, mixup), and so are the losses of both label sets.
+    mixup: float = 0.0
 
 
 def metadata(cfg: ClassifierConfig, input_size: int) -> dict[str, Any]:
@@ -142,6 +146,18 @@ def head_loss(
     t = cfg.distill_temperature
     kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
     return (1 - cfg.distill_weight) * ce + cfg.distill_weight * kd
+
+
+def beta_sample(alpha: float, gen: torch.Generator, tries: int = 32) -> torch.Tensor:
+    """One draw from Beta(alpha, alpha), on the generator's device and from its stream (torch's
+    Beta takes no generator): Johnk's method, `tries` candidates at once, the first
+    accepted kept (acceptance is at least 1/2 for alpha <= 1), so the host never waits."""
+    u = torch.rand(2, tries, generator=gen, device=gen.device)
+    x, y = u[0].pow(1 / alpha), u[1].pow(1 / alpha)
+    ok = (x + y <= 1) & (x + y > 0)
+    first = torch.argmax(ok.to(torch.uint8))
+    value = (x / (x + y).clamp_min(1e-12))[first]
+    return torch.where(ok.any(), value, torch.full_like(value, 0.5))
 
 
 def evaluate_handler(handler: ClassifierHandler, data: FaceSet) -> dict[str, Any]:
@@ -266,13 +282,28 @@ class ClassifierMethod(Method):
         x = ((x - cfg.mean) / cfg.std).contiguous(memory_format=torch.channels_last)
         y = self.labels[idx]
         soft = None if self.soft_all is None else self.soft_all[idx]
+        mixed: tuple[torch.Tensor, torch.Tensor] | None = None
+        if cfg.mixup > 0:
+            lam = beta_sample(cfg.mixup, self.ctx.gen)
+            perm = torch.randperm(len(idx), generator=self.ctx.gen, device=self.ctx.device)
+            x = lam * x + (1 - lam) * x[perm]
+            mixed = (lam, perm)
         with self.ctx.autocast():
             logits, aux = _forward(self.model, x)
-        loss = head_loss(logits.float(), y, cfg, self.loss_weight, soft)
-        for extra in aux:  # DeRL's local CNN losses (deep supervision)
-            loss = loss + cfg.local_weight * head_loss(
-                extra.float(), y, cfg, self.loss_weight, soft
+
+        def loss_of(z: torch.Tensor) -> torch.Tensor:
+            loss = head_loss(z.float(), y, cfg, self.loss_weight, soft)
+            if mixed is None:
+                return loss
+            lam, perm = mixed
+            other = None if soft is None else soft[perm]
+            return lam * loss + (1 - lam) * head_loss(
+                z.float(), y[perm], cfg, self.loss_weight, other
             )
+
+        loss = loss_of(logits)
+        for extra in aux:  # DeRL's local CNN losses, the ensemble's members (deep supervision)
+            loss = loss + cfg.local_weight * loss_of(extra)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
