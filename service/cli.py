@@ -265,6 +265,7 @@ def _describe(photo: Path, answer: ClassifyResponse) -> str:
 
 
 async def _classify(args: argparse.Namespace) -> int:
+    import httpx
     from PIL import Image
     from tqdm import tqdm
 
@@ -279,7 +280,7 @@ async def _classify(args: argparse.Namespace) -> int:
                 answer = await client.classify(
                     photo, model=args.model, max_faces=args.max_faces, neutral=args.neutral
                 )
-            except (ServiceError, OSError) as exc:
+            except (ServiceError, httpx.HTTPError, OSError) as exc:
                 failed += 1
                 tqdm.write(f"fer-service: {photo}: {exc}", file=sys.stderr)
                 continue
@@ -343,6 +344,7 @@ def _progress(bar: tqdm[Any]) -> JobCallback:
 
 async def _run_job(args: argparse.Namespace, kind: str, what: str, inputs: list[Path]) -> int:
     """Queue a job of `kind` on `inputs`, show its progress and save its PNG to `--out`."""
+    import httpx
     from tqdm import tqdm
 
     from service.client import JobTimeoutError, ServiceError
@@ -367,7 +369,7 @@ async def _run_job(args: argparse.Namespace, kind: str, what: str, inputs: list[
                         timeout=args.timeout,
                         on_update=_progress(bar),
                     )
-        except (ServiceError, JobTimeoutError, OSError) as exc:
+        except (ServiceError, JobTimeoutError, httpx.HTTPError, OSError) as exc:
             return _fail(str(exc))
     args.out.write_bytes(png)
     print(f"{args.out}: {what} of {', '.join(map(str, inputs))}", file=sys.stderr)
