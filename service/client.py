@@ -24,12 +24,12 @@ import email.utils
 import mimetypes
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -58,6 +58,10 @@ ImageSource = bytes | str | Path
 JobCallback = Callable[[JobStatus], None]
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+#: Seconds between two polls of a job.
+JOB_POLL_INTERVAL = 0.5
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -211,6 +215,10 @@ def result_call(job_id: str, as_json: bool = False) -> Call:
     return Call("GET", f"/jobs/{job_id}/result", headers=headers)
 
 
+#: Readiness: not ready (503) is an answer, not an error.
+READYZ = Call("GET", "/readyz", ok=(200, 503))
+
+
 def parse(response: httpx.Response, model: type[M]) -> M:
     """The response body as `model`."""
     return model.model_validate_json(response.content)
@@ -223,27 +231,88 @@ def finished(job: JobStatus) -> bool:
     return job.status == "succeeded"
 
 
-class Retrying:
-    """When to send a call again: a 503 or 429 with `Retry-After`, at most `retries` times,
-    waiting what the server asked (capped at `max_wait` seconds)."""
+@dataclass(frozen=True)
+class Sleep:
+    """A pause a flow asks for (before a retry, between two polls of a job)."""
+
+    seconds: float
+
+
+#: An API operation written once for both clients, without I/O: it yields the requests to
+#: send (the client answers each with its response) and the pauses to take (answered with
+#: None), and returns the operation's result. `Client` runs flows with blocking calls,
+#: `AsyncClient` with awaited ones.
+Flow = Generator[Call | Sleep, httpx.Response | None, T]
+
+
+class Flows:
+    """The flows of the API's operations, with the retry policy: a 503 or 429 with
+    `Retry-After` is sent again after that many seconds (at most `max_wait`), `retries`
+    times."""
 
     def __init__(self, retries: int, max_wait: float) -> None:
         self.retries = retries
         self.max_wait = max_wait
 
-    def delay(self, response: httpx.Response, attempt: int) -> float | None:
+    def retry_delay(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before sending again, or None to stop here."""
         if response.status_code not in (429, 503) or attempt >= self.retries:
             return None
         seconds = retry_after_seconds(response)
         return None if seconds is None else min(seconds, self.max_wait)
 
-    @staticmethod
-    def checked(response: httpx.Response, call: Call) -> httpx.Response:
-        """The response, or its typed exception when it is an error."""
-        if response.status_code in call.ok:
-            return response
-        raise error_for(response)
+    def fetch(self, call: Call) -> Flow[httpx.Response]:
+        """Send `call` (again while the server asks to); its response, or its error raised."""
+        attempt = 0
+        while True:
+            response = yield call
+            assert response is not None
+            delay = self.retry_delay(response, attempt)
+            if delay is None:
+                if response.status_code in call.ok:
+                    return response
+                raise error_for(response)
+            attempt += 1
+            yield Sleep(delay)
+
+    def fetch_as(self, call: Call, model: type[M]) -> Flow[M]:
+        """`fetch`, the body read as `model`."""
+        return parse((yield from self.fetch(call)), model)
+
+    def wait(
+        self, job_id: str, timeout: float, interval: float, on_update: JobCallback | None
+    ) -> Flow[JobStatus]:
+        """Poll a job every `interval` s until it succeeds (its status), fails
+        (`JobFailedError`) or `timeout` s pass (`JobTimeoutError`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = yield from self.fetch_as(Call("GET", f"/jobs/{job_id}"), JobStatus)
+            if on_update:
+                on_update(job)
+            if finished(job):
+                return job
+            if time.monotonic() + interval > deadline:
+                raise JobTimeoutError(job, timeout)
+            yield Sleep(interval)
+
+    def job_image(self, submit: Call, timeout: float, on_update: JobCallback | None) -> Flow[bytes]:
+        """Queue a job, wait for it and fetch its PNG."""
+        job = yield from self.fetch_as(submit, JobStatus)
+        yield from self.wait(job.id, timeout, JOB_POLL_INTERVAL, on_update)
+        return (yield from self.fetch(result_call(job.id))).content
+
+
+def transfer_call(
+    face: ImageSource, expression: ImageSource, face_index: int, expression_index: int
+) -> Call:
+    """`POST /transfer` of two photos."""
+    params = {"face_index": face_index, "expression_index": expression_index}
+    return job_call("/transfer", {"face": face, "expression": expression}, params)
+
+
+def frontalize_call(face: ImageSource, face_index: int) -> Call:
+    """`POST /frontalize` of one photo."""
+    return job_call("/frontalize", {"face": face}, {"face_index": face_index})
 
 
 def _request_args(call: Call) -> dict[str, Any]:
@@ -258,7 +327,7 @@ class Client:
 
     `retries` and `max_retry_wait` govern retries on 503/429 with `Retry-After`;
     `timeout` is httpx's per-request timeout in seconds. `transport` replaces httpx's
-    network transport (e.g. `httpx.WSGITransport`, or one with its own retries).
+    network transport (e.g. one with its own connection retries).
     """
 
     def __init__(
@@ -274,7 +343,7 @@ class Client:
         self.http = httpx.Client(
             base_url=url, timeout=timeout, headers=headers, transport=transport
         )
-        self.retrying = Retrying(retries, max_retry_wait)
+        self.flows = Flows(retries, max_retry_wait)
 
     def __enter__(self) -> Client:
         return self
@@ -286,16 +355,23 @@ class Client:
         """Close the connections."""
         self.http.close()
 
+    def run(self, flow: Flow[T]) -> T:
+        """Run a flow: send its requests, take its pauses; its result."""
+        reply: httpx.Response | None = None
+        try:
+            while True:
+                step = flow.send(reply)
+                if isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                    reply = None
+                else:
+                    reply = self.http.request(step.method, step.path, **_request_args(step))
+        except StopIteration as done:
+            return cast(T, done.value)
+
     def send(self, call: Call) -> httpx.Response:
         """Send `call`, retrying while the server asks to; raises on an error answer."""
-        attempt = 0
-        while True:
-            response = self.http.request(call.method, call.path, **_request_args(call))
-            delay = self.retrying.delay(response, attempt)
-            if delay is None:
-                return self.retrying.checked(response, call)
-            attempt += 1
-            time.sleep(delay)
+        return self.run(self.flows.fetch(call))
 
     def classify(
         self,
@@ -306,23 +382,24 @@ class Client:
         neutral: bool = False,
     ) -> ClassifyResponse:
         """Every face of `image` with its expression (`POST /classify`)."""
-        return parse(self.send(classify_call(image, model, max_faces, neutral)), ClassifyResponse)
+        call = classify_call(image, model, max_faces, neutral)
+        return self.run(self.flows.fetch_as(call, ClassifyResponse))
 
     def models(self) -> ModelList:
         """The models of the model store (`GET /models`)."""
-        return parse(self.send(Call("GET", "/models")), ModelList)
+        return self.run(self.flows.fetch_as(Call("GET", "/models"), ModelList))
 
     def model(self, name: str) -> ModelInfo:
         """One model (`GET /models/{name}`)."""
-        return parse(self.send(Call("GET", f"/models/{name}")), ModelInfo)
+        return self.run(self.flows.fetch_as(Call("GET", f"/models/{name}"), ModelInfo))
 
     def health(self) -> Health:
         """Liveness (`GET /healthz`)."""
-        return parse(self.send(Call("GET", "/healthz")), Health)
+        return self.run(self.flows.fetch_as(Call("GET", "/healthz"), Health))
 
     def ready(self) -> Readiness:
         """Readiness with every check (`GET /readyz`; not ready is an answer too)."""
-        return parse(self.send(Call("GET", "/readyz", ok=(200, 503))), Readiness)
+        return self.run(self.flows.fetch_as(READYZ, Readiness))
 
     def submit_transfer(
         self,
@@ -333,39 +410,28 @@ class Client:
         expression_index: int = 0,
     ) -> JobStatus:
         """Queue an expression transfer (`POST /transfer`); returns the job."""
-        params = {"face_index": face_index, "expression_index": expression_index}
-        call = job_call("/transfer", {"face": face, "expression": expression}, params)
-        return parse(self.send(call), JobStatus)
+        call = transfer_call(face, expression, face_index, expression_index)
+        return self.run(self.flows.fetch_as(call, JobStatus))
 
     def submit_frontalize(self, face: ImageSource, *, face_index: int = 0) -> JobStatus:
         """Queue a frontalization (`POST /frontalize`); returns the job."""
-        call = job_call("/frontalize", {"face": face}, {"face_index": face_index})
-        return parse(self.send(call), JobStatus)
+        return self.run(self.flows.fetch_as(frontalize_call(face, face_index), JobStatus))
 
     def job(self, job_id: str) -> JobStatus:
         """A job's status (`GET /jobs/{id}`)."""
-        return parse(self.send(Call("GET", f"/jobs/{job_id}")), JobStatus)
+        return self.run(self.flows.fetch_as(Call("GET", f"/jobs/{job_id}"), JobStatus))
 
     def wait(
         self,
         job_id: str,
         *,
         timeout: float = 120.0,
-        interval: float = 0.5,
+        interval: float = JOB_POLL_INTERVAL,
         on_update: JobCallback | None = None,
     ) -> JobStatus:
         """Poll a job every `interval` s until it succeeds (its status), fails
         (`JobFailedError`) or `timeout` s pass (`JobTimeoutError`)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if on_update:
-                on_update(job)
-            if finished(job):
-                return job
-            if time.monotonic() + interval > deadline:
-                raise JobTimeoutError(job, timeout)
-            time.sleep(interval)
+        return self.run(self.flows.wait(job_id, timeout, interval, on_update))
 
     def result(self, job_id: str) -> bytes:
         """A succeeded job's PNG (`GET /jobs/{id}/result`)."""
@@ -373,7 +439,7 @@ class Client:
 
     def result_info(self, job_id: str) -> JobResult:
         """A succeeded job's description: model, size, the faces used."""
-        return parse(self.send(result_call(job_id, as_json=True)), JobResult)
+        return self.run(self.flows.fetch_as(result_call(job_id, as_json=True), JobResult))
 
     def delete(self, job_id: str) -> None:
         """Forget a job now (`DELETE /jobs/{id}`)."""
@@ -391,11 +457,8 @@ class Client:
     ) -> bytes:
         """The face of `face` wearing the expression of `expression`, as a PNG: queue the
         job, wait for it (at most `timeout` s) and fetch its result."""
-        job = self.submit_transfer(
-            face, expression, face_index=face_index, expression_index=expression_index
-        )
-        self.wait(job.id, timeout=timeout, on_update=on_update)
-        return self.result(job.id)
+        call = transfer_call(face, expression, face_index, expression_index)
+        return self.run(self.flows.job_image(call, timeout, on_update))
 
     def frontalize(
         self,
@@ -406,9 +469,8 @@ class Client:
         on_update: JobCallback | None = None,
     ) -> bytes:
         """The frontal view of a face of `face`, as a PNG (queue, wait, fetch)."""
-        job = self.submit_frontalize(face, face_index=face_index)
-        self.wait(job.id, timeout=timeout, on_update=on_update)
-        return self.result(job.id)
+        call = frontalize_call(face, face_index)
+        return self.run(self.flows.job_image(call, timeout, on_update))
 
 
 class AsyncClient:
@@ -427,7 +489,7 @@ class AsyncClient:
         self.http = httpx.AsyncClient(
             base_url=url, timeout=timeout, headers=headers, transport=transport
         )
-        self.retrying = Retrying(retries, max_retry_wait)
+        self.flows = Flows(retries, max_retry_wait)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -439,16 +501,24 @@ class AsyncClient:
         """Close the connections."""
         await self.http.aclose()
 
+    async def run(self, flow: Flow[T]) -> T:
+        """Run a flow: send its requests, take its pauses; its result."""
+        reply: httpx.Response | None = None
+        try:
+            while True:
+                step = flow.send(reply)
+                if isinstance(step, Sleep):
+                    await asyncio.sleep(step.seconds)
+                    reply = None
+                else:
+                    args = _request_args(step)
+                    reply = await self.http.request(step.method, step.path, **args)
+        except StopIteration as done:
+            return cast(T, done.value)
+
     async def send(self, call: Call) -> httpx.Response:
         """Send `call`, retrying while the server asks to; raises on an error answer."""
-        attempt = 0
-        while True:
-            response = await self.http.request(call.method, call.path, **_request_args(call))
-            delay = self.retrying.delay(response, attempt)
-            if delay is None:
-                return self.retrying.checked(response, call)
-            attempt += 1
-            await asyncio.sleep(delay)
+        return await self.run(self.flows.fetch(call))
 
     async def classify(
         self,
@@ -460,23 +530,23 @@ class AsyncClient:
     ) -> ClassifyResponse:
         """Every face of `image` with its expression (`POST /classify`)."""
         call = classify_call(image, model, max_faces, neutral)
-        return parse(await self.send(call), ClassifyResponse)
+        return await self.run(self.flows.fetch_as(call, ClassifyResponse))
 
     async def models(self) -> ModelList:
         """The models of the model store (`GET /models`)."""
-        return parse(await self.send(Call("GET", "/models")), ModelList)
+        return await self.run(self.flows.fetch_as(Call("GET", "/models"), ModelList))
 
     async def model(self, name: str) -> ModelInfo:
         """One model (`GET /models/{name}`)."""
-        return parse(await self.send(Call("GET", f"/models/{name}")), ModelInfo)
+        return await self.run(self.flows.fetch_as(Call("GET", f"/models/{name}"), ModelInfo))
 
     async def health(self) -> Health:
         """Liveness (`GET /healthz`)."""
-        return parse(await self.send(Call("GET", "/healthz")), Health)
+        return await self.run(self.flows.fetch_as(Call("GET", "/healthz"), Health))
 
     async def ready(self) -> Readiness:
         """Readiness with every check (`GET /readyz`; not ready is an answer too)."""
-        return parse(await self.send(Call("GET", "/readyz", ok=(200, 503))), Readiness)
+        return await self.run(self.flows.fetch_as(READYZ, Readiness))
 
     async def submit_transfer(
         self,
@@ -487,39 +557,28 @@ class AsyncClient:
         expression_index: int = 0,
     ) -> JobStatus:
         """Queue an expression transfer (`POST /transfer`); returns the job."""
-        params = {"face_index": face_index, "expression_index": expression_index}
-        call = job_call("/transfer", {"face": face, "expression": expression}, params)
-        return parse(await self.send(call), JobStatus)
+        call = transfer_call(face, expression, face_index, expression_index)
+        return await self.run(self.flows.fetch_as(call, JobStatus))
 
     async def submit_frontalize(self, face: ImageSource, *, face_index: int = 0) -> JobStatus:
         """Queue a frontalization (`POST /frontalize`); returns the job."""
-        call = job_call("/frontalize", {"face": face}, {"face_index": face_index})
-        return parse(await self.send(call), JobStatus)
+        return await self.run(self.flows.fetch_as(frontalize_call(face, face_index), JobStatus))
 
     async def job(self, job_id: str) -> JobStatus:
         """A job's status (`GET /jobs/{id}`)."""
-        return parse(await self.send(Call("GET", f"/jobs/{job_id}")), JobStatus)
+        return await self.run(self.flows.fetch_as(Call("GET", f"/jobs/{job_id}"), JobStatus))
 
     async def wait(
         self,
         job_id: str,
         *,
         timeout: float = 120.0,
-        interval: float = 0.5,
+        interval: float = JOB_POLL_INTERVAL,
         on_update: JobCallback | None = None,
     ) -> JobStatus:
         """Poll a job every `interval` s until it succeeds (its status), fails
         (`JobFailedError`) or `timeout` s pass (`JobTimeoutError`)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = await self.job(job_id)
-            if on_update:
-                on_update(job)
-            if finished(job):
-                return job
-            if time.monotonic() + interval > deadline:
-                raise JobTimeoutError(job, timeout)
-            await asyncio.sleep(interval)
+        return await self.run(self.flows.wait(job_id, timeout, interval, on_update))
 
     async def result(self, job_id: str) -> bytes:
         """A succeeded job's PNG (`GET /jobs/{id}/result`)."""
@@ -527,7 +586,7 @@ class AsyncClient:
 
     async def result_info(self, job_id: str) -> JobResult:
         """A succeeded job's description: model, size, the faces used."""
-        return parse(await self.send(result_call(job_id, as_json=True)), JobResult)
+        return await self.run(self.flows.fetch_as(result_call(job_id, as_json=True), JobResult))
 
     async def delete(self, job_id: str) -> None:
         """Forget a job now (`DELETE /jobs/{id}`)."""
@@ -545,11 +604,8 @@ class AsyncClient:
     ) -> bytes:
         """The face of `face` wearing the expression of `expression`, as a PNG: queue the
         job, wait for it (at most `timeout` s) and fetch its result."""
-        job = await self.submit_transfer(
-            face, expression, face_index=face_index, expression_index=expression_index
-        )
-        await self.wait(job.id, timeout=timeout, on_update=on_update)
-        return await self.result(job.id)
+        call = transfer_call(face, expression, face_index, expression_index)
+        return await self.run(self.flows.job_image(call, timeout, on_update))
 
     async def frontalize(
         self,
@@ -560,9 +616,8 @@ class AsyncClient:
         on_update: JobCallback | None = None,
     ) -> bytes:
         """The frontal view of a face of `face`, as a PNG (queue, wait, fetch)."""
-        job = await self.submit_frontalize(face, face_index=face_index)
-        await self.wait(job.id, timeout=timeout, on_update=on_update)
-        return await self.result(job.id)
+        call = frontalize_call(face, face_index)
+        return await self.run(self.flows.job_image(call, timeout, on_update))
 
 
 @asynccontextmanager

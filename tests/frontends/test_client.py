@@ -139,11 +139,11 @@ def test_503_with_retry_after_is_retried(transfer_store: Callable[[float], Path]
         async with embedded(settings) as client:
             first = await client.submit_transfer(FACE, EXPRESSION)
             await client.submit_transfer(FACE, EXPRESSION)
-            client.retrying.retries = 0
+            client.flows.retries = 0
             with pytest.raises(UnavailableError) as full:
                 await client.submit_transfer(FACE, EXPRESSION)
             assert full.value.slug == "queue-full" and full.value.retry_after == 1.0
-            client.retrying.retries = 5
+            client.flows.retries = 5
             started = time.monotonic()
             third = await client.submit_transfer(FACE, EXPRESSION)  # retried until accepted
             assert time.monotonic() - started >= 1.0
@@ -159,7 +159,7 @@ def test_503_persisting_raises_after_the_retries() -> None:
     async def run() -> None:
         settings = Settings(model_store=DEFAULT_MODEL_STORE, jobs="local", retry_after=1)  # type: ignore[call-arg]
         async with embedded(settings) as client:
-            client.retrying.retries = 2
+            client.flows.retries = 2
             started = time.monotonic()
             with pytest.raises(UnavailableError) as unavailable:
                 await client.submit_transfer(FACE, EXPRESSION)
