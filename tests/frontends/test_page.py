@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # a synthetic camera (a moving test pattern, no face) that needs no permission prompt
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 
 
@@ -150,3 +154,29 @@ def test_failed_job_shows_its_error(page: Any) -> None:
     page.click("#transfer-form button[type=submit]")
     page.wait_for_selector("#error:not([hidden])", timeout=30000)
     assert page.text_content("#error-title") == "No such face in the image"
+
+
+def test_webcam_sends_frames_and_stops(page: Any, gateway: Gateway) -> None:
+    """Chromium's synthetic camera has no face: the frames go to /classify a few times a
+    second and each answer (no faces) is drawn, until the webcam is stopped."""
+    frames: list[float] = []
+    page.on("request", lambda r: "/classify" in r.url and frames.append(time.monotonic()))
+    page.click("#webcam")
+    page.wait_for_function("document.getElementById('video').videoWidth > 0")
+    page.wait_for_function(
+        "/^0 face\\(s\\) · \\d+ ms$/.test(document.getElementById('summary').textContent)"
+    )
+    assert page.text_content("#webcam") == "Stop webcam"
+    assert page.is_hidden("#image") and page.is_visible("#video")
+    size = page.eval_on_selector("#overlay", "e => e.getAttribute('viewBox')")
+    width, height = page.eval_on_selector("#video", "e => [e.videoWidth, e.videoHeight]")
+    assert size == f"0 0 {width} {height}"
+    deadline = time.monotonic() + 10
+    while len(frames) < 4 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(frames) >= 4, f"{len(frames)} frames sent in 10 s"
+    rate = (len(frames) - 1) / (frames[-1] - frames[0])
+    assert 1 < rate <= 4.5, f"{rate:.1f} frames a second"
+    page.click("#webcam")
+    assert page.text_content("#webcam") == "Webcam"
+    assert page.eval_on_selector("#video", "e => e.srcObject") is None
