@@ -5,11 +5,13 @@ process, jobs in process) on a free loopback port, over a model store holding th
 repository's `compact.mar` and `derl.mar` and the tiny test `tdgan.mar`
 (tests/conftest.py), so that transfer jobs run too. Its default model is `compact`
 (`FER_DEFAULT_MODEL`), unlike a gateway started with the defaults (`derl`): the commands'
-tests tell from that which one answered. It is stopped at the end.
+tests tell from that which one answered. It is stopped at the end. `busy_gateway` is one
+whose job queue is soon full (the client's retries and timeouts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,15 +39,14 @@ def gateway_store(
     return store
 
 
-@pytest.fixture(scope="session")
-def gateway(gateway_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """`fer-service serve` on a free port; see the module docstring."""
+@contextlib.contextmanager
+def serve(store: Path, log: Path, **settings: str) -> Iterator[Gateway]:
+    """`fer-service serve` over `store` on a free port with these `FER_*` settings (by
+    name without the prefix), until the block ends; `log` gets its output."""
     port = free_ports(1)[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")}
-    env.update(
-        FER_MODEL_STORE=str(gateway_store), FER_DEFAULT_MODEL=GATEWAY_DEFAULT, FER_JOBS="local"
-    )
-    log = tmp_path_factory.mktemp("gateway") / "serve.log"
+    env.update({f"FER_{name.upper()}": value for name, value in settings.items()})
+    env.update(FER_MODEL_STORE=str(store), FER_JOBS="local")
     command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -65,7 +66,7 @@ def gateway(gateway_store: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             if time.monotonic() > deadline:
                 pytest.fail(f"the gateway is not ready after 90 s: {log.read_text()[-2000:]}")
             time.sleep(0.3)
-        yield Gateway(url, gateway_store)
+        yield Gateway(url, store)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -73,3 +74,23 @@ def gateway(gateway_store: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """`fer-service serve` on a free port; see the module docstring."""
+    log = tmp_path_factory.mktemp("gateway") / "serve.log"
+    with serve(gateway_store, log, default_model=GATEWAY_DEFAULT) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def busy_gateway(
+    transfer_store: Callable[[float], Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """A gateway whose transfer network takes 2 s a call, running one job at a time with
+    one more waiting (a third is refused: 503 `queue-full`, `Retry-After: 1`)."""
+    log = tmp_path_factory.mktemp("busy-gateway") / "serve.log"
+    settings = {"job_queue_size": "1", "job_workers": "1", "retry_after": "1"}
+    with serve(transfer_store(2.0), log, **settings) as running:
+        yield running

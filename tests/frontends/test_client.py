@@ -107,6 +107,23 @@ def test_failed_job_raises_its_problem(gateway: Gateway) -> None:
     assert failed.value.job.status == "failed"
 
 
+def test_sync_client_retries_and_times_out(busy_gateway: Gateway) -> None:
+    with Client(busy_gateway.url, retries=0) as client:
+        first = client.submit_transfer(FACE, EXPRESSION)
+        client.submit_transfer(FACE, EXPRESSION)
+        with pytest.raises(UnavailableError) as full:
+            client.submit_transfer(FACE, EXPRESSION)
+        assert full.value.slug == "queue-full" and full.value.retry_after == 1.0
+        with pytest.raises(JobTimeoutError) as timeout:
+            client.wait(first.id, timeout=0.5, interval=0.2)
+        assert timeout.value.job.status in ("queued", "running")
+        client.flows.retries = 5
+        started = time.monotonic()
+        third = client.submit_transfer(FACE, EXPRESSION)  # retried until there is room
+        assert time.monotonic() - started >= 1.0 and third.status == "queued"
+        assert client.wait(third.id, timeout=30, interval=0.2).status == "succeeded"
+
+
 def slow_settings(transfer_store: Callable[[float], Path], **overrides: object) -> Settings:
     """The embedded app over a store whose transfer network takes 2 s a call."""
     values: dict[str, object] = {"model_store": transfer_store(2.0), "jobs": "local"}
