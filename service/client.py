@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from service.problems import TYPE_PREFIX
 from service.schemas import (
     ClassifyResponse,
     Health,
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TYPE_PREFIX = "urn:fer-service:problem:"
 
 #: An image to upload: its bytes, or the path of its file.
 ImageSource = bytes | str | Path
@@ -267,10 +267,10 @@ class Flows:
         while True:
             response = yield call
             assert response is not None
+            if response.status_code in call.ok:
+                return response
             delay = self.retry_delay(response, attempt)
             if delay is None:
-                if response.status_code in call.ok:
-                    return response
                 raise error_for(response)
             attempt += 1
             yield Sleep(delay)

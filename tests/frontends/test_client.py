@@ -30,6 +30,8 @@ from service.client import (
 from service.schemas import ClassifyResponse, JobStatus
 from service.settings import DEFAULT_MODEL_STORE, Settings
 
+pytestmark = pytest.mark.integration  # a real gateway, in a process of its own
+
 FACE, EXPRESSION, MULTI = DATA / "astronaut.jpg", DATA / "grace_hopper.jpg", DATA / "multi_face.jpg"
 
 

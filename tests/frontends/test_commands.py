@@ -15,6 +15,8 @@ from service.cli import main
 from service.client import Client
 from service.drawing import COLOURS
 
+pytestmark = pytest.mark.integration  # a real gateway, in a process of its own
+
 MULTI = DATA / "multi_face.jpg"
 
 

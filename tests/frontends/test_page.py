@@ -21,6 +21,8 @@ from served import DATA, Gateway
 
 from service.client import Client
 
+pytestmark = pytest.mark.integration  # a real gateway, in a process of its own
+
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 ARGS = [
     "--headless",
