@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from service.api import classify, health, jobs, models, transfer
 from service.api.deps import Services
 from service.api.errors import document_problems, install_error_handlers
+from service.api.web import install_web
 from service.catalog import ModelStore
 from service.faces import FaceDetector, RetinaFaceDetector
 from service.imaging import configure_pillow
@@ -106,4 +107,5 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    install_web(app)
     return app
