@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from service.api import classify, health, jobs, models, transfer
+from service.api import classify, frontalize, health, jobs, models, transfer
 from service.api.deps import Services
 from service.api.errors import document_problems, install_error_handlers
 from service.api.web import install_web
@@ -35,7 +35,8 @@ crop its model was trained on and returns the probabilities of the 7 FER2013 exp
 
 `POST /transfer` queues an expression transfer between the faces of two photos and answers
 `202` with a job; `GET /jobs/{id}` tells where it stands and `GET /jobs/{id}/result` gives
-the generated face as a PNG.
+the generated face as a PNG. `POST /frontalize` queues the frontal view of a turned face the
+same way.
 """
 
 
@@ -104,6 +105,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(classify.router)
     app.include_router(transfer.router)
+    app.include_router(frontalize.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)

@@ -101,3 +101,32 @@ def derl_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("derl-store") / "store"
     export_tiny_derl(store)
     return store
+
+
+def export_tiny_frontalize(store: Path) -> Path:
+    """Write `store/frontalize.mar`: the real frontalization network
+    (training/nets/frontalize.py) at tiny widths with untrained weights, exported as a
+    real frontalizer archive. For plumbing tests of `/frontalize` only; quality is
+    `fer-train frontalize`'s business."""
+    import torch
+
+    from training.export import export
+    from training.nets.frontalize import Frontalizer
+    from training.train import checkpoint
+    from training.train.frontalize import FrontalizeConfig, metadata
+
+    torch.manual_seed(0)
+    cfg = FrontalizeConfig(widths=(4, 4, 8, 8), code=8, noise=2)
+    meta = metadata(cfg, 48)
+    net = Frontalizer(**meta["net"]["kwargs"])
+    ckpt = store.parent / "tiny-frontalize.pt"
+    checkpoint.save({"model": net.state_dict(), "metadata": meta}, ckpt)
+    return export(ckpt, "frontalize", "0.0-test", store)
+
+
+@pytest.fixture(scope="session")
+def frontalize_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store holding a tiny test `frontalize.mar` (see `export_tiny_frontalize`)."""
+    store = tmp_path_factory.mktemp("frontalize-store") / "store"
+    export_tiny_frontalize(store)
+    return store

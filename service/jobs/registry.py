@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from service.jobs.frontalize import FRONTALIZE
 from service.jobs.kinds import JobKind
 from service.jobs.transfer import TRANSFER
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (TRANSFER,)}
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (TRANSFER, FRONTALIZE)}

@@ -334,3 +334,21 @@ def test_unknown_and_expired_jobs(
         client = redis.Redis.from_url(REDIS)
         assert client.llen(f"{prefix}{QUEUE}") == 1
         client.close()
+
+
+def test_frontalize_job_on_a_worker(
+    workers: Callable[[str, Path], Worker],
+    frontalize_store: Path,
+    prefix: str,
+) -> None:
+    """`POST /frontalize` is a job kind like transfer: queued by the gateway, run by a
+    worker (the test frontalizer archive: real network, tiny and untrained)."""
+    worker = workers("frontalizer", frontalize_store)
+    for api in gateway(frontalize_store, prefix):
+        face = {"face": (FACE, (DATA / FACE).read_bytes())}
+        r = api.post("/frontalize", params={"wait": 30}, files=face)
+        assert r.status_code == 200, (r.text, worker.output()[-3000:])
+        assert r.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(r.content)).size == (48, 48)
+        job = api.get(r.headers["location"]).json()
+        assert job["kind"] == "frontalize" and job["status"] == "succeeded"
