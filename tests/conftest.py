@@ -126,7 +126,12 @@ def export_tiny_frontalize(store: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def frontalize_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model store holding a tiny test `frontalize.mar` (see `export_tiny_frontalize`)."""
+    """A model store holding a tiny test `frontalize.mar` (see `export_tiny_frontalize`) and
+    the shipped `compact.mar`."""
+    import shutil
+
     store = tmp_path_factory.mktemp("frontalize-store") / "store"
     export_tiny_frontalize(store)
+    # and the shipped compact classifier, so that the app has a default model
+    shutil.copy(Path(__file__).resolve().parents[1] / "model_store" / "compact.mar", store)
     return store

@@ -32,14 +32,7 @@ def load_frontalizer(path: str | Path) -> Frontalize:
     from training.nets.frontalize import Frontalizer
     from training.train import checkpoint
 
-    path = Path(path)
-    if path.suffix == ".mar":
-        from service.archive import read_manifest
-
-        kwargs = dict(read_manifest(path)[1].net.kwargs)
-    else:
-        kwargs = dict(checkpoint.load(path)["metadata"]["net"]["kwargs"])
-    model = Frontalizer(**kwargs)
+    model = Frontalizer(**checkpoint.net_kwargs(path))
     model.load_state_dict(checkpoint.load_weights(path))
     model.eval()
 

@@ -43,14 +43,7 @@ def load_generator(path: str | Path, seed: int = 0) -> Generate:
     from training.nets.tdgan import TDGAN
     from training.train import checkpoint
 
-    path = Path(path)
-    if path.suffix == ".mar":
-        from service.archive import read_manifest
-
-        kwargs = dict(read_manifest(path)[1].net.kwargs)
-    else:
-        kwargs = dict(checkpoint.load(path)["metadata"]["net"]["kwargs"])
-    model = TDGAN(**kwargs)
+    model = TDGAN(**checkpoint.net_kwargs(path))
     model.load_state_dict(checkpoint.load_weights(path))
     model.eval()
     noise_gen = torch.Generator().manual_seed(seed)

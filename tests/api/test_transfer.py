@@ -209,3 +209,11 @@ def test_each_upload_is_decoded_once(
     r = local.post("/transfer", params={"wait": 20}, files=uploads(photo))
     assert r.status_code == 200, r.text
     assert sorted(decoded) == sorted(len(photo(n)) for n in (FACE, EXPRESSION))
+
+
+def test_frontalize_without_its_model_is_503(
+    local: TestClient, photo: Callable[[str], bytes], assert_problem: Any
+) -> None:
+    """This store has a transfer model but no frontalizer: /frontalize says so at once."""
+    files = {"face": (FACE, photo(FACE))}
+    assert_problem(local.post("/frontalize", files=files), 503, "model-not-ready")

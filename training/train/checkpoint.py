@@ -36,6 +36,16 @@ def load(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def net_kwargs(path: str | Path) -> dict[str, Any]:
+    """The network arguments a checkpoint's or a `.mar`'s metadata records."""
+    path = Path(path)
+    if path.suffix == ".mar":
+        from service.archive import read_manifest  # pydantic: not on a bare GPU machine
+
+        return dict(read_manifest(path)[1].net.kwargs)
+    return dict(load(path)["metadata"]["net"]["kwargs"])
+
+
 def load_weights(path: str | Path) -> dict[str, Any]:
     """A float32 state_dict from a checkpoint or from a `.mar` (e.g. to fine-tune a shipped
     model whose weights are stored as float16)."""
