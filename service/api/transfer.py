@@ -73,6 +73,9 @@ REQUEST_BODY: dict[str, Any] = {
             "model-not-ready",
             "queue-unavailable",
             "queue-full",
+            "idempotency-key-reused",
+            "request-timeout",
+            "server-busy",
         ),
     },
 )
@@ -93,8 +96,10 @@ async def transfer(
             alias="Idempotency-Key",
             min_length=1,
             max_length=255,
-            description="a retried POST with the same key returns the first job (for as "
-            "long as that job is kept) instead of queueing another",
+            description="a retried POST with the same key and the same request returns the "
+            "first job (for as long as that job is kept) instead of queueing another; keys "
+            "belong to the caller (API key, or client address), and the same key with another "
+            "request is 422",
         ),
     ] = None,
 ) -> Response:
@@ -109,10 +114,14 @@ async def transfer(
     """
     services.models.require(TRANSFER.model, TRANSFER.model_kind)  # 503 now, not a failed job
     params = TransferParams(face_index=face_index, expression_index=expression_index)
-    images = await read_uploads(request, services.pipeline.limits, TRANSFER.inputs)
+    request.state.model = TRANSFER.model
+    images = await read_uploads(
+        request, services.pipeline.limits, TRANSFER.inputs, timeout=services.settings.body_timeout
+    )
     # Decoded now, so that a bad file is a 4xx rather than a failed job; a job run in this
     # process runs on these pixels instead of decoding the uploads again.
-    decoded = await asyncio.to_thread(services.pipeline.decode_uploads, images)
+    async with services.budget.hold(images.values()):
+        decoded = await asyncio.to_thread(services.pipeline.decode_uploads, images)
     record, created = await jobs.submit(TRANSFER.name, images, params, idempotency_key, decoded)
     if wait > 0 and not record.finished:
         record = await jobs.wait(record.id, wait) or record

@@ -28,7 +28,15 @@ from service.imaging import DecodedImage
 from service.jobs.celery_config import QUEUE, RUN_JOB, celery_config
 from service.jobs.execution import execute
 from service.jobs.kinds import JobRuntime
-from service.jobs.records import JobMessage, JobRecord, idempotency_digest, new_job_id, utcnow
+from service.jobs.records import (
+    FINISHED,
+    JobMessage,
+    JobRecord,
+    idempotency_digest,
+    new_job_id,
+    request_digest,
+    utcnow,
+)
 from service.jobs.stores import JobStore, MemoryJobStore, RedisJobStore
 from service.problems import ProblemError
 from service.settings import Settings
@@ -75,10 +83,16 @@ class JobQueue(Protocol):
         params: BaseModel,
         idempotency_key: str | None = None,
         decoded: Mapping[str, DecodedImage] | None = None,
+        *,
+        owner: str | None = None,
+        scope: str = "",
     ) -> tuple[JobRecord, bool]:
         """Queue a job; returns it and whether it is new (False: the Idempotency-Key's job).
         `decoded`: the uploads as the caller decoded them (to check them), which a queue
-        that runs jobs in this process runs the job on instead of decoding them again."""
+        that runs jobs in this process runs the job on instead of decoding them again.
+        `owner`: the API key's id that alone may see the job (None: anyone with its id);
+        `scope`: the caller an Idempotency-Key belongs to. The same key with another
+        request (other parameters or uploads) is 422 `idempotency-key-reused`."""
         ...
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -99,6 +113,10 @@ class JobQueue(Protocol):
 
     async def check(self) -> QueueCheck:
         """Readiness."""
+        ...
+
+    async def depth(self) -> int:
+        """Jobs waiting to be run (for /metrics)."""
         ...
 
 
@@ -125,8 +143,12 @@ class StoredJobs:
         params: BaseModel,
         idempotency_key: str | None = None,
         decoded: Mapping[str, DecodedImage] | None = None,
+        *,
+        owner: str | None = None,
+        scope: str = "",
     ) -> tuple[JobRecord, bool]:
         now = utcnow()
+        digest = request_digest(kind, params.model_dump(), inputs) if idempotency_key else None
         record = JobRecord(
             id=new_job_id(),
             kind=kind,
@@ -134,7 +156,11 @@ class StoredJobs:
             inputs=list(inputs),
             created_at=now,
             expires_at=now + timedelta(seconds=self.settings.job_ttl),
-            idempotency=idempotency_digest(kind, idempotency_key) if idempotency_key else None,
+            idempotency=idempotency_digest(kind, idempotency_key, scope)
+            if idempotency_key
+            else None,
+            request_digest=digest,
+            owner=owner,
         )
         async with self._reaching_store():
             record, created = await self.store.create(record, inputs, self.settings.job_ttl)
@@ -144,6 +170,12 @@ class StoredJobs:
                 except BaseException:
                     await self.store.delete(record.id)
                     raise
+        if not created and record.request_digest != digest:
+            raise ProblemError(
+                "idempotency-key-reused",
+                f"the Idempotency-Key '{idempotency_key}' was used for a different request "
+                "(other parameters or images); use a new key for a new request",
+            )
         if created:
             log.info("job %s (%s) queued", record.id, kind)
         return record, created
@@ -240,6 +272,11 @@ class LocalJobs(StoredJobs):
                 self._spawn(self._requeue(job_id, ran.retry_in))
             else:  # finished or gone: its pixels are no longer needed
                 self._decoded.pop(job_id, None)
+            if ran.status in FINISHED and self.runtime.metrics is not None:
+                record = await self.store.get(job_id)
+                if record is not None and record.finished_at is not None:
+                    seconds = (record.finished_at - record.created_at).total_seconds()
+                    self.runtime.metrics.jobs.labels(record.kind, record.status).observe(seconds)
 
     async def _requeue(self, job_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -248,6 +285,9 @@ class LocalJobs(StoredJobs):
     async def check(self) -> QueueCheck:
         waiting = self._queue.qsize()
         return QueueCheck(True, f"in-process: {self._running} running, {waiting} waiting")
+
+    async def depth(self) -> int:
+        return self._queue.qsize()
 
 
 class CeleryJobs(StoredJobs):
@@ -265,7 +305,12 @@ class CeleryJobs(StoredJobs):
         from celery import Celery
 
         self._celery = Celery("fer-service", set_as_current=False)
-        self._celery.conf.update(celery_config(self.settings))
+        config = celery_config(self.settings)
+        # The gateway only publishes: no blocking reads, so its broker connection can wait
+        # no longer than any other Redis call, and a paused Redis fails a POST in time.
+        config["broker_transport_options"]["socket_timeout"] = self.settings.redis_timeout
+        config["task_publish_retry_policy"] = {"max_retries": 0}
+        self._celery.conf.update(config)
 
     async def close(self) -> None:
         await self.redis_store.close()
@@ -277,13 +322,20 @@ class CeleryJobs(StoredJobs):
         from redis.exceptions import ConnectionError, TimeoutError
 
         try:
-            yield
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            raise ProblemError(
-                "queue-unavailable",
-                f"cannot reach Redis at {self.where}: {exc}",
-                retry_after=self.settings.retry_after,
-            ) from exc
+            # One bound on the whole call, whatever Redis (or a paused one) does with it.
+            async with asyncio.timeout(2 * self.settings.redis_timeout):
+                yield
+        except (ConnectionError, TimeoutError, OSError) as exc:  # OSError: asyncio's timeout
+            raise self._unavailable("cannot reach Redis", exc) from exc
+
+    def _unavailable(self, what: str, exc: BaseException) -> ProblemError:
+        """503 `queue-unavailable`; the address and the error go to the log only."""
+        log.warning("%s at %s: %s", what, self.where, exc or type(exc).__name__)
+        return ProblemError(
+            "queue-unavailable",
+            "the job queue cannot be reached; retry later",
+            retry_after=self.settings.retry_after,
+        )
 
     async def _dispatch(
         self, record: JobRecord, decoded: Mapping[str, DecodedImage] | None
@@ -297,19 +349,21 @@ class CeleryJobs(StoredJobs):
                 celery.send_task, RUN_JOB, args=[message], task_id=record.id, queue=QUEUE
             )
         except Exception as exc:  # noqa: BLE001 - kombu's connection errors vary by transport
-            raise ProblemError(
-                "queue-unavailable",
-                f"cannot queue the job at {self.where}: {exc}",
-                retry_after=self.settings.retry_after,
-            ) from exc
+            raise self._unavailable("cannot queue a job", exc) from exc
 
     async def check(self) -> QueueCheck:
         try:
-            await self.redis_store.ping()
-            waiting = await self.redis_store.queued()
+            async with asyncio.timeout(2 * self.settings.redis_timeout):
+                await self.redis_store.ping()
+                waiting = await self.redis_store.queued()
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return QueueCheck(False, f"cannot reach Redis at {self.where}: {exc}")
-        return QueueCheck(True, f"Redis at {self.where} answers; {waiting} jobs waiting")
+            log.warning("readiness: cannot reach Redis at %s: %s", self.where, exc)
+            return QueueCheck(False, "cannot reach Redis")
+        return QueueCheck(True, f"Redis answers; {waiting} jobs waiting")
+
+    async def depth(self) -> int:
+        async with self._reaching_store():
+            return await self.redis_store.queued()
 
 
 def make_jobs(settings: Settings, runtime: JobRuntime) -> JobQueue:

@@ -154,9 +154,11 @@ def test_unknown_jobs_are_404(local: TestClient, assert_problem) -> None:
 
 
 def test_readiness_reports_the_queue(local: TestClient) -> None:
-    r = local.get("/readyz")
-    assert r.status_code == 200, r.text
-    assert r.json()["checks"]["jobs"] == {"ok": True, "detail": "in-process: 0 running, 0 waiting"}
+    body = local.get("/readyz").json()
+    assert body["checks"]["jobs"] == {"ok": True, "detail": "in-process: 0 running, 0 waiting"}
+    assert body["capabilities"]["jobs"] == body["checks"]["jobs"]
+    assert body["capabilities"]["transfer"]["ok"] is True
+    assert body["capabilities"]["classify"]["ok"] is False  # this store has no classifier
 
 
 def test_jobs_expire(
