@@ -31,6 +31,8 @@ from service.schemas import Problem
 
 log = logging.getLogger(__name__)
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
 
 def problem_response(
     slug: ProblemSlug,
@@ -106,12 +108,13 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route accepts at the request's path (Starlette's 405 names only
     the methods of the first route that matched the path)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    # Asked of the routes method by method: included routers do not expose their methods.
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
 
 
 async def _on_disconnect(request: Request, exc: Exception) -> Response:
