@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, save
+from bench.common import ROOT, gateway_process, save
 
 #: What every answer must satisfy: no 5xx, the status, content type, headers and body that
 #: the schema documents for it, and a 405 (with the right `Allow`) for undocumented methods.
@@ -150,12 +148,6 @@ def fuzz(
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def gateway(workdir: Path) -> Iterator[str]:
     """`fer-service serve` over the repository's archives and the test tdgan."""
@@ -167,31 +159,9 @@ def gateway(workdir: Path) -> Iterator[str]:
     for archive in (ROOT / "model_store").glob("*.mar"):
         shutil.copy(archive, store / archive.name)
     export_tiny_transfer(store)
-    port = _free_port()
-    env = {**os.environ, "FER_MODEL_STORE": str(store), "FER_LOG_LEVEL": "warning"}
-    log = (workdir / "gateway.log").open("wb")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("fer-service")), "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((workdir / "gateway.log").read_text()[-3000:]) from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
+    env = {"FER_MODEL_STORE": str(store), "FER_LOG_LEVEL": "warning"}
+    with gateway_process(env, workdir / "gateway.log") as server:
+        yield server.url
 
 
 def main(argv: list[str] | None = None) -> int:
