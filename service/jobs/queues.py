@@ -222,8 +222,11 @@ class LocalJobs(StoredJobs):
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.job_queue_size)
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = 0
-        # The uploads of the jobs held here, as the route decoded them, until they finish.
+        # The uploads of the jobs held here, as the route decoded them, until they finish;
+        # at most the decode budget's pixels of them (beyond it a job decodes its uploads
+        # when it runs, `job_workers` at a time), so waiting jobs cannot grow memory.
         self._decoded: dict[str, dict[str, DecodedImage]] = {}
+        self.retained_pixels = 0
 
     async def start(self) -> None:
         for _ in range(self.settings.job_workers):
@@ -239,6 +242,7 @@ class LocalJobs(StoredJobs):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._decoded.clear()
+        self.retained_pixels = 0
         await self.memory.close()
 
     async def _dispatch(
@@ -252,8 +256,10 @@ class LocalJobs(StoredJobs):
                 f"{self._queue.qsize()} jobs are waiting; retry later",
                 retry_after=self.settings.retry_after,
             ) from None
-        if decoded is not None:
+        pixels = sum(d.image.width * d.image.height for d in (decoded or {}).values())
+        if decoded is not None and self.retained_pixels + pixels <= self.settings.decode_budget:
             self._decoded[record.id] = dict(decoded)
+            self.retained_pixels += pixels
 
     async def _work(self) -> None:
         while True:
@@ -263,7 +269,7 @@ class LocalJobs(StoredJobs):
                 ran = await execute(job_id, self.store, self.runtime, self._decoded.get(job_id))
             except Exception:  # noqa: BLE001 - keep the pool alive whatever one job does
                 log.exception("job %s could not be run", job_id)
-                self._decoded.pop(job_id, None)
+                self._release(job_id)
                 continue
             finally:
                 self._running -= 1
@@ -271,12 +277,16 @@ class LocalJobs(StoredJobs):
             if ran.retry_in is not None:
                 self._spawn(self._requeue(job_id, ran.retry_in))
             else:  # finished or gone: its pixels are no longer needed
-                self._decoded.pop(job_id, None)
+                self._release(job_id)
             if ran.status in FINISHED and self.runtime.metrics is not None:
                 record = await self.store.get(job_id)
                 if record is not None and record.finished_at is not None:
                     seconds = (record.finished_at - record.created_at).total_seconds()
                     self.runtime.metrics.jobs.labels(record.kind, record.status).observe(seconds)
+
+    def _release(self, job_id: str) -> None:
+        images = self._decoded.pop(job_id, None) or {}
+        self.retained_pixels -= sum(d.image.width * d.image.height for d in images.values())
 
     async def _requeue(self, job_id: str, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -211,3 +211,22 @@ def test_each_upload_is_decoded_once(
     r = local.post("/transfer", params={"wait": 20}, files=uploads(photo))
     assert r.status_code == 200, r.text
     assert sorted(decoded) == sorted(len(photo(n)) for n in (FACE, EXPRESSION))
+
+
+def test_waiting_jobs_keep_at_most_the_decode_budget(
+    transfer_store: Callable[[float], Path], photo: Callable[[str], bytes]
+) -> None:
+    """Jobs waiting in the gateway keep their decoded uploads only within the decode
+    budget (one job's worth here); the others decode theirs when they run, and succeed."""
+    budget = 600_000  # one job: two 512x512 photos
+    settings = local_settings(
+        transfer_store(1.0), max_pixels=budget, decode_budget_pixels=budget, job_queue_size=8
+    )
+    for c in started(settings):
+        jobs = c.app.state.services.jobs
+        ids = [c.post("/transfer", files=uploads(photo)).json()["id"] for _ in range(3)]
+        assert 0 < jobs.retained_pixels <= budget
+        for job_id in ids:
+            r = c.get(f"/jobs/{job_id}/result", params={"wait": 30})
+            assert r.status_code == 200, r.text
+        assert jobs.retained_pixels == 0
