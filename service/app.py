@@ -15,13 +15,14 @@ from service.api import classify, health, jobs, metrics, models, transfer
 from service.api.deps import Services
 from service.api.errors import document_problems, install_error_handlers
 from service.api.guard import Guard
+from service.api.metrics import MetricsMiddleware
 from service.catalog import ModelStore
 from service.faces import FaceDetector, RetinaFaceDetector
 from service.imaging import configure_pillow
 from service.inference import InferenceBackend, make_backend
 from service.jobs.kinds import JobRuntime
 from service.jobs.queues import make_jobs
-from service.metrics import Metrics, MetricsMiddleware
+from service.metrics import Metrics
 from service.pipeline import FacePipeline
 from service.settings import Settings
 

@@ -1,18 +1,15 @@
 """The gateway's Prometheus metrics (`GET /metrics`), one registry per app.
 
-`Metrics` holds every instrument; `MetricsMiddleware` counts and times each request by
-route template (never the raw path, so job ids do not make new series), method, status
-and model (`request.state.model`, which the routes that run a model set). The routes and
-the job queue add faces per image, decode and detect times, job durations and outcomes,
-backend errors; the queue depth is read when /metrics is scraped.
+`Metrics` holds every instrument (framework-free: the job queue records into it too);
+`service.api.metrics.MetricsMiddleware` counts and times each request by route template,
+method, status and model. The routes and the job queue add faces per image, decode and
+detect times, job durations and outcomes, backend errors; the queue depth is read when
+/metrics is scraped.
 """
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Seconds: from a cached probe to a slow job.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -79,40 +76,3 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
-
-
-def route_of(scope: Scope) -> str:
-    """The route template a request matched (`/jobs/{job_id}`), or `unmatched`."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request (see the module docstring)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # what the client sees if the app fails before answering
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route, method = route_of(scope), scope["method"]
-            model = str(scope.get("state", {}).get("model", ""))
-            self.metrics.requests.labels(route, method, str(status), model).inc()
-            elapsed = time.perf_counter() - started
-            self.metrics.latency.labels(route, method, model).observe(elapsed)

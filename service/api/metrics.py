@@ -1,11 +1,16 @@
-"""`GET /metrics`: the gateway's Prometheus metrics (service/metrics.py)."""
+"""`GET /metrics`: the gateway's Prometheus metrics (service/metrics.py), and
+`MetricsMiddleware`, which counts and times every request by route template (never the
+raw path, so job ids make no new series), method, status and model
+(`request.state.model`, which the routes that run a model set)."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import ServicesDep
 from service.metrics import Metrics
@@ -37,3 +42,40 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
             log.info("job queue depth unknown: %s", type(exc).__name__)
             registry.queue_depth.set(float("nan"))
     return Response(registry.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def route_of(scope: Scope) -> str:
+    """The route template a request matched (`/jobs/{job_id}`), or `unmatched`."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app fails before answering
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route, method = route_of(scope), scope["method"]
+            model = str(scope.get("state", {}).get("model", ""))
+            self.metrics.requests.labels(route, method, str(status), model).inc()
+            elapsed = time.perf_counter() - started
+            self.metrics.latency.labels(route, method, model).observe(elapsed)
