@@ -183,6 +183,13 @@ class Settings(BaseSettings):
     job_workers: int = Field(
         default=1, ge=1, description="local jobs: jobs run at the same time in the gateway"
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Celery workers: serve Prometheus metrics (job durations and outcomes) "
+        "on this port, plus the pool process' index; unset: none",
+    )
 
     @model_validator(mode="after")
     def _visibility_outlasts_jobs(self) -> Settings:

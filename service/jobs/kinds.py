@@ -39,7 +39,7 @@ class JobRuntime:
     models: ModelStore
     pipeline: FacePipeline
     backend: InferenceBackend
-    #: The gateway's metrics, where jobs run in the gateway (None in a worker).
+    #: Where finished jobs are timed: the gateway's metrics, or a worker's own.
     metrics: Metrics | None = None
 
 

@@ -29,7 +29,6 @@ from service.jobs.celery_config import QUEUE, RUN_JOB, celery_config
 from service.jobs.execution import execute
 from service.jobs.kinds import JobRuntime
 from service.jobs.records import (
-    FINISHED,
     JobMessage,
     JobRecord,
     idempotency_digest,
@@ -278,11 +277,6 @@ class LocalJobs(StoredJobs):
                 self._spawn(self._requeue(job_id, ran.retry_in))
             else:  # finished or gone: its pixels are no longer needed
                 self._release(job_id)
-            if ran.status in FINISHED and self.runtime.metrics is not None:
-                record = await self.store.get(job_id)
-                if record is not None and record.finished_at is not None:
-                    seconds = (record.finished_at - record.created_at).total_seconds()
-                    self.runtime.metrics.jobs.labels(record.kind, record.status).observe(seconds)
 
     def _release(self, job_id: str) -> None:
         images = self._decoded.pop(job_id, None) or {}

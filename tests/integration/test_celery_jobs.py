@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,10 +99,12 @@ def _children(pid: int) -> list[int]:
 class Worker:
     """`fer-service worker` in its own process group, logging to a file."""
 
-    def __init__(self, name: str, store: Path, prefix: str, log: Path) -> None:
+    def __init__(
+        self, name: str, store: Path, prefix: str, log: Path, extra: dict[str, str] | None = None
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FER_", "CELERY"))}
         env.update({f"FER_{k.upper()}": str(v) for k, v in JOB_SETTINGS.items()})
-        env.update({"FER_REDIS_PREFIX": prefix, "FER_MODEL_STORE": str(store)})
+        env.update({"FER_REDIS_PREFIX": prefix, "FER_MODEL_STORE": str(store), **(extra or {})})
         self.log = log
         self.started = time.monotonic()
         with log.open("wb") as out:
@@ -146,8 +149,8 @@ def workers(prefix: str, tmp_path: Path) -> Iterator[Callable[[str, Path], Worke
     checked for image bytes."""
     started: list[Worker] = []
 
-    def start(name: str, store: Path) -> Worker:
-        worker = Worker(name, store, prefix, tmp_path / f"{name}.log")
+    def start(name: str, store: Path, extra: dict[str, str] | None = None) -> Worker:
+        worker = Worker(name, store, prefix, tmp_path / f"{name}.log", extra)
         started.append(worker)
         return worker
 
@@ -216,7 +219,8 @@ def test_job_completes_on_a_worker(
     files: dict[str, Any],
     prefix: str,
 ) -> None:
-    worker = workers("fast", transfer_store(0.0))
+    metrics_port = closed_port()
+    worker = workers("fast", transfer_store(0.0), {"FER_WORKER_METRICS_PORT": str(metrics_port)})
     r = api.post("/transfer", params={"wait": 30}, files=files)  # includes the worker's start
     assert r.status_code == 200, (r.text, worker.output()[-3000:])
     print(f"\nfirst job done {time.monotonic() - worker.started:.2f} s after starting the worker")
@@ -229,6 +233,7 @@ def test_job_completes_on_a_worker(
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     print(f"job latency through Redis and a worker: {', '.join(f'{t:.3f}' for t in latencies)} s")
     assert Image.open(io.BytesIO(r.content)).size == (64, 64)
+    assert worker_jobs_timed(metrics_port) == 4  # the worker's own /metrics
 
     job = api.get(r.headers["location"]).json()
     assert job["status"] == "succeeded" and job["attempts"] == 1
@@ -319,6 +324,30 @@ def test_a_stream_of_jobs_survives_a_killed_worker(
         assert r.status_code == 200, (r.text, survivor.output()[-3000:])
     assert set(statuses.values()) == {"succeeded"} and len(statuses) == 12
     assert survivor.process.poll() is None
+
+
+def worker_jobs_timed(port: int) -> float:
+    """Succeeded transfer jobs timed by the worker whose pool process serves metrics on
+    `port` (its pool process' index is added to the port: 0 or 1)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for candidate in (port, port + 1):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{candidate}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if (
+                    sample.name == "fer_job_duration_seconds_count"
+                    and labels.get("kind") == "transfer"
+                    and labels.get("outcome") == "succeeded"
+                ):
+                    return float(sample.value)
+        return 0.0
+    raise AssertionError(f"no worker metrics on port {port} or {port + 1}")
 
 
 def closed_port() -> int:
