@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from service.api import classify, health, jobs, metrics, models, transfer
 from service.api.deps import Services
 from service.api.errors import document_problems, install_error_handlers
-from service.api.guard import Guard
+from service.api.guard import Guard, document_access
 from service.api.metrics import MetricsMiddleware
 from service.catalog import ModelStore
 from service.faces import FaceDetector, RetinaFaceDetector
@@ -50,11 +50,15 @@ def _version() -> str:
 
 
 class Gateway(FastAPI):
-    """FastAPI whose OpenAPI document describes the problem+json errors as they are sent."""
+    """FastAPI whose OpenAPI document describes the problem+json errors as they are sent,
+    and the API keys (`open_paths`: the paths that need none)."""
+
+    open_paths: tuple[str, ...] = ()
 
     def openapi(self) -> dict[str, Any]:
         if not self.openapi_schema:
-            self.openapi_schema = document_problems(super().openapi())
+            spec = document_access(super().openapi(), self.open_paths)
+            self.openapi_schema = document_problems(spec)
         return self.openapi_schema
 
 
@@ -108,6 +112,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.open_paths = tuple(settings.open_paths)
     app.state.metrics = registry
     install_error_handlers(app)
     # Outermost last: CORS answers preflights and decorates every answer (401s included),

@@ -11,15 +11,18 @@ Open paths (the probes, /metrics) are neither authenticated nor limited.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.errors import problem_response
+from service.api.errors import problem_response, problem_responses
 from service.problems import ProblemSlug
 from service.settings import Settings
 
@@ -180,3 +183,37 @@ class Guard:
                 self._in_flight[caller.id] = left
             else:
                 del self._in_flight[caller.id]
+
+
+def document_access(spec: dict[str, Any], open_paths: Iterable[str]) -> dict[str, Any]:
+    """Describe the API keys in an OpenAPI document: the two ways to send one, and on
+    every operation outside `open_paths` the 401, 403 and 429 answers of `Guard`. A key
+    is optional in the document (`{}` among the requirements): without FER_API_KEYS the
+    gateway needs none."""
+    spec.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an API key of FER_API_KEYS, as `Authorization: Bearer <key>`",
+        },
+        "apiKey": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "an API key of FER_API_KEYS, as `X-API-Key: <key>`",
+        },
+    }
+    refused = {
+        str(status): {"description": entry["description"], "content": entry["content"]}
+        for status, entry in problem_responses("unauthorized", "forbidden", "rate-limited").items()
+    }
+    skip = set(open_paths)
+    for path, operations in spec.get("paths", {}).items():
+        if path in skip:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearer": []}, {"apiKey": []}, {}]
+            responses = operation.setdefault("responses", {})
+            for status, entry in refused.items():
+                responses.setdefault(status, copy.deepcopy(entry))
+    return spec

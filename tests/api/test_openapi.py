@@ -60,3 +60,13 @@ def test_405_lists_every_method_of_the_path(client: TestClient, assert_problem) 
     r = client.get("/classify")
     assert_problem(r, 405, "method-not-allowed")
     assert r.headers["allow"] == "POST"
+
+
+def test_api_keys_are_documented() -> None:
+    spec = yaml.safe_load(openapi_yaml())
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            guarded = path not in ("/healthz", "/readyz", "/metrics")
+            assert ("security" in operation) == guarded, path
+            assert {"401", "403", "429"} <= set(map(str, operation["responses"])) or not guarded
