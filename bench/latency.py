@@ -13,25 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-from bench.common import ROOT, save
+from bench.common import ROOT, gateway_process, save
 
 PHOTOS = ["astronaut.jpg", "grace_hopper.jpg", "multi_face.jpg", "no_face.jpg"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -106,30 +95,9 @@ def main() -> None:
     p.add_argument("--backend", default="local", choices=["local", "torchserve"])
     args = p.parse_args()
     photos = {name: (ROOT / "tests" / "data" / name).read_bytes() for name in PHOTOS}
-    port = free_port()
-    env = {**os.environ, "FER_BACKEND": args.backend, "FER_JOBS": "local"}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "fer-service"), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise SystemExit("the gateway did not become ready")
-        results = asyncio.run(run(url, photos, args.n, args.concurrency, args.model))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    env = {"FER_BACKEND": args.backend, "FER_JOBS": "local"}
+    with gateway_process(env) as server:
+        results = asyncio.run(run(server.url, photos, args.n, args.concurrency, args.model))
     print(f"{'photo':<24}{'faces':>6}{'p50 ms':>9}{'p95 ms':>9}  server steps (median ms)")
     for name, r in results.items():
         if name.startswith("concurrent"):

@@ -9,10 +9,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import classify, frontalize, health, jobs, models, transfer
+from service.api import classify, frontalize, health, jobs, metrics, models, transfer
 from service.api.deps import Services
 from service.api.errors import document_problems, install_error_handlers
+from service.api.guard import Guard, document_access
+from service.api.metrics import MetricsMiddleware
 from service.api.web import install_web
 from service.catalog import ModelStore
 from service.faces import FaceDetector, RetinaFaceDetector
@@ -20,6 +23,7 @@ from service.imaging import configure_pillow
 from service.inference import InferenceBackend, make_backend
 from service.jobs.kinds import JobRuntime
 from service.jobs.queues import make_jobs
+from service.metrics import Metrics
 from service.pipeline import FacePipeline
 from service.settings import Settings
 
@@ -48,11 +52,15 @@ def _version() -> str:
 
 
 class Gateway(FastAPI):
-    """FastAPI whose OpenAPI document describes the problem+json errors as they are sent."""
+    """FastAPI whose OpenAPI document describes the problem+json errors as they are sent,
+    and the API keys (`open_paths`: the paths that need none)."""
+
+    open_paths: tuple[str, ...] = ()
 
     def openapi(self) -> dict[str, Any]:
         if not self.openapi_schema:
-            self.openapi_schema = document_problems(super().openapi())
+            spec = document_access(super().openapi(), self.open_paths)
+            self.openapi_schema = document_problems(spec)
         return self.openapi_schema
 
 
@@ -69,6 +77,7 @@ def create_app(
     """
     settings = settings or Settings()
     configure_pillow(settings.max_pixels)
+    registry = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,9 +89,12 @@ def create_app(
         )
         inference = backend or make_backend(settings)
         await inference.start(list(store))
-        job_queue = make_jobs(settings, JobRuntime(settings, store, pipeline, inference))
+        runtime = JobRuntime(settings, store, pipeline, inference, metrics=registry)
+        job_queue = make_jobs(settings, runtime)
         await job_queue.start()
-        app.state.services = Services(settings, store, pipeline, inference, job_queue)
+        app.state.services = Services(
+            settings, store, pipeline, inference, job_queue, metrics=registry
+        )
         log.info(
             "serving %s with the %s backend (default model %s)",
             ", ".join(store.entries) or "no models",
@@ -102,7 +114,21 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.open_paths = tuple(settings.open_paths)
+    app.state.metrics = registry
     install_error_handlers(app)
+    # Outermost last: CORS answers preflights and decorates every answer (401s included),
+    # the metrics see every request, the guard refuses before any route runs.
+    app.add_middleware(Guard, settings=settings)
+    app.add_middleware(MetricsMiddleware, metrics=registry)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "Server-Timing"],
+        )
     app.include_router(classify.router)
     app.include_router(transfer.router)
     app.include_router(frontalize.router)
@@ -110,4 +136,5 @@ def create_app(
     app.include_router(models.router)
     app.include_router(health.router)
     install_web(app)
+    app.include_router(metrics.router)
     return app

@@ -145,7 +145,7 @@ class ModelStore:
             if self.default is None:
                 raise ProblemError(
                     "model-not-ready",
-                    f"the model store {self.location} has no classifier",
+                    "the model store has no classifier",
                     retry_after=self.retry_after,
                 )
             name = self.default

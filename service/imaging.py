@@ -12,10 +12,13 @@ mode: palette and transparency (composited on white), CMYK, 16-bit and float gra
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import logging
 import math
 import warnings
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,3 +189,64 @@ def _orient(image: Image.Image) -> Image.Image:
     except Exception as exc:  # noqa: BLE001 - orientation is best effort
         log.info("ignoring unreadable EXIF orientation: %s", exc)
         return image
+
+
+def header_pixels(data: bytes) -> int:
+    """Width x height that an image file's header claims (0 when it is not a readable
+    image: `decode` then refuses it without decoding pixels)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - any refusal is `decode`'s to report
+        return 0
+    return int(width) * int(height)
+
+
+class PixelBudget:
+    """Pixels of uploads being decoded and analysed at once, across all requests.
+
+    A decoded image costs memory in proportion to its pixels (about 11 bytes per pixel at
+    the peak of decode, orientation, colour conversion and detection), so bounding the
+    pixels in flight bounds that memory whatever the number of concurrent requests: a
+    request waits until its images fit, up to `wait` seconds, then gets 503 `server-busy`.
+    """
+
+    def __init__(self, total: int, max_pixels: int, wait: float = 10.0, retry_after: int = 5):
+        self.total = total
+        self.max_pixels = max_pixels
+        self.wait = wait
+        self.retry_after = retry_after
+        self.in_flight = 0
+        #: The most pixels ever held at once (what the budget guarantees <= `total`).
+        self.peak = 0
+        self._room = asyncio.Condition()
+
+    def cost(self, uploads: Iterable[bytes]) -> int:
+        """Pixels `uploads` will hold when decoded; images over `max_pixels` cost nothing,
+        as `decode` refuses them from their header."""
+        sizes = [header_pixels(data) for data in uploads]
+        return min(self.total, sum(p for p in sizes if p <= self.max_pixels))
+
+    @contextlib.asynccontextmanager
+    async def hold(self, uploads: Iterable[bytes]) -> AsyncIterator[None]:
+        """Reserve the pixels of `uploads` for the duration of the block."""
+        pixels = await asyncio.to_thread(self.cost, list(uploads))
+        async with self._room:
+            try:
+                await asyncio.wait_for(
+                    self._room.wait_for(lambda: self.in_flight + pixels <= self.total), self.wait
+                )
+            except TimeoutError:
+                raise ProblemError(
+                    "server-busy",
+                    f"too many images are being decoded; retry in {self.retry_after} s",
+                    retry_after=self.retry_after,
+                ) from None
+            self.in_flight += pixels
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            yield
+        finally:
+            async with self._room:
+                self.in_flight -= pixels
+                self._room.notify_all()

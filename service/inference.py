@@ -137,7 +137,8 @@ class LocalBackend:
                 loaded = await asyncio.to_thread(open_archive, entry.path, self.cache_dir)
             except Exception as exc:  # noqa: BLE001 - a broken archive must not stop the rest
                 log.exception("cannot load %s", entry.path)
-                self._failed[entry.name] = f"failed to load: {exc}"
+                # The exception names files of the server: the log has it, not the client.
+                self._failed[entry.name] = f"failed to load ({type(exc).__name__})"
                 continue
             self._loaded[entry.name] = loaded
             self._locks[entry.name] = asyncio.Lock()
@@ -176,7 +177,7 @@ class LocalBackend:
                 return await asyncio.to_thread(loaded.handler.handle, batch, loaded.context)
             except Exception as exc:  # noqa: BLE001 - the handler's failure, not the client's
                 log.exception("model %s failed", loaded.name)
-                raise BackendError(f"model '{loaded.name}' failed: {exc}") from exc
+                raise BackendError(f"model '{loaded.name}' failed ({type(exc).__name__})") from exc
 
     async def status(self, model: ModelEntry) -> ModelStatus:
         """Ready once its archive is loaded."""
@@ -265,13 +266,16 @@ class TorchServeBackend:
             response = await self.client.post(
                 url, content=body, headers={"Content-Type": content_type}
             )
+        # Details name TorchServe's address: they go to the log, not to the client.
         except httpx.TimeoutException as exc:
+            log.warning("TorchServe at %s timed out: %r", self.inference_url, exc)
             raise BackendTimeout(
-                f"TorchServe did not answer for model '{model.name}' in time ({exc!r})"
+                f"TorchServe did not answer for model '{model.name}' in time"
             ) from exc
         except httpx.TransportError as exc:
+            log.warning("cannot reach TorchServe at %s: %r", self.inference_url, exc)
             raise BackendUnavailable(
-                f"cannot reach TorchServe at {self.inference_url}: {exc!r}", self.retry_after
+                "the inference backend cannot be reached", self.retry_after
             ) from exc
         status = response.status_code
         if status == 200:
@@ -292,7 +296,8 @@ class TorchServeBackend:
             )
         if status in (408, 504):
             raise BackendTimeout(f"TorchServe timed out on '{model.name}' ({status}): {message}")
-        raise BackendError(f"TorchServe answered {status} for model '{model.name}': {message}")
+        log.warning("TorchServe answered %d for model %s: %s", status, model.name, message)
+        raise BackendError(f"TorchServe answered {status} for model '{model.name}'")
 
     async def status(self, model: ModelEntry) -> ModelStatus:
         """Ready when TorchServe's management API lists a READY worker for the model."""
@@ -300,7 +305,8 @@ class TorchServeBackend:
         try:
             response = await self.client.get(url)
         except (httpx.HTTPError, BackendError) as exc:
-            return ModelStatus(False, f"cannot reach the TorchServe management API: {exc!r}")
+            log.info("cannot reach the TorchServe management API: %r", exc)
+            return ModelStatus(False, "cannot reach the TorchServe management API")
         if response.status_code != 200:
             message = _torchserve_message(response)
             return ModelStatus(False, f"TorchServe answered {response.status_code}: {message}")

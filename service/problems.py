@@ -23,9 +23,12 @@ TYPE_PREFIX = "urn:fer-service:problem:"
 #: The slug of every problem type (the end of its `type` URN).
 ProblemSlug = Literal[
     "missing-image",
+    "unauthorized",
+    "forbidden",
     "not-found",
     "unknown-model",
     "method-not-allowed",
+    "request-timeout",
     "payload-too-large",
     "image-too-large",
     "unsupported-media-type",
@@ -33,6 +36,9 @@ ProblemSlug = Literal[
     "invalid-image",
     "invalid-request",
     "not-a-classifier",
+    "idempotency-key-reused",
+    "rate-limited",
+    "server-busy",
     "job-not-found",
     "job-not-finished",
     "job-failed",
@@ -78,9 +84,22 @@ PROBLEMS: dict[ProblemSlug, ProblemKind] = {
             "No image in the request",
             "send the image as the multipart/form-data field 'image' (got fields: file)",
         ),
+        ProblemKind(
+            "unauthorized",
+            401,
+            "An API key is required",
+            "send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+        ),
+        ProblemKind("forbidden", 403, "The API key is not valid", "this API key is not known"),
         ProblemKind("not-found", 404, "Not found", "no route GET /nowhere"),
         ProblemKind("unknown-model", 404, "No such model", "no model 'resnet'; known: compact"),
         ProblemKind("method-not-allowed", 405, "Method not allowed", "Method Not Allowed"),
+        ProblemKind(
+            "request-timeout",
+            408,
+            "The request body took too long",
+            "the body did not arrive within 30 s",
+        ),
         ProblemKind(
             "payload-too-large",
             413,
@@ -124,7 +143,25 @@ PROBLEMS: dict[ProblemSlug, ProblemKind] = {
             "The model does not classify expressions",
             "model 'tdgan' is a transfer model; classifiers: compact",
         ),
+        ProblemKind(
+            "rate-limited",
+            429,
+            "Too many requests",
+            "more than 5 requests per second; retry in 1 s",
+        ),
+        ProblemKind(
+            "server-busy",
+            503,
+            "The server is busy",
+            "too many images are being decoded; retry in 5 s",
+        ),
         # -- queued jobs (/transfer, /jobs) -----------------------------------------------
+        ProblemKind(
+            "idempotency-key-reused",
+            422,
+            "The Idempotency-Key was used for another request",
+            "the Idempotency-Key '42' was used for a different request body",
+        ),
         ProblemKind(
             "job-not-found",
             404,
@@ -153,7 +190,7 @@ PROBLEMS: dict[ProblemSlug, ProblemKind] = {
             "queue-unavailable",
             503,
             "The job queue is unavailable",
-            "cannot reach Redis at redis://redis:6379/0: Connection refused",
+            "the job queue cannot be reached; retry later",
         ),
         ProblemKind(
             "queue-full",
@@ -178,7 +215,7 @@ PROBLEMS: dict[ProblemSlug, ProblemKind] = {
             "backend-unavailable",
             503,
             "The inference backend is unavailable",
-            "cannot connect to TorchServe at http://127.0.0.1:8080/",
+            "the inference backend cannot be reached",
         ),
         ProblemKind(
             "model-not-ready",

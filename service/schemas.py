@@ -197,22 +197,47 @@ class Check(BaseModel):
     detail: str
 
 
+#: What /readyz says of the gateway as a whole.
+ReadyState = Literal["ready", "degraded", "not-ready"]
+
+
 class Readiness(BaseModel):
-    """Readiness: every model loaded, and the job queue reachable."""
+    """Readiness by capability: ready while /classify answers, with the capabilities that
+    cannot answer named in `degraded`."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
-                    "status": "ready",
+                    "status": "degraded",
+                    "capabilities": {
+                        "classify": {"ok": True, "detail": "default model 'compact': loaded"},
+                        "jobs": {"ok": True, "detail": "in-process: 0 running, 0 waiting"},
+                        "transfer": {
+                            "ok": False,
+                            "detail": "the model store has no 'tdgan' archive",
+                        },
+                        "frontalize": {
+                            "ok": False,
+                            "detail": "the model store has no 'frontalize' archive",
+                        },
+                    },
+                    "degraded": ["frontalize", "transfer"],
                     "checks": {"model:compact": {"ok": True, "detail": "loaded"}},
                 }
             ]
         }
     )
 
-    status: Literal["ready", "not-ready"]
-    checks: dict[str, Check]
+    status: ReadyState = Field(
+        description="`ready`: every capability works; `degraded`: /classify works, the "
+        "capabilities in `degraded` do not; `not-ready`: /classify cannot answer (503)"
+    )
+    capabilities: dict[str, Check] = Field(
+        description="`classify`, `transfer`, `frontalize` and `jobs`: whether each works"
+    )
+    degraded: list[str] = Field(description="the capabilities that do not work now")
+    checks: dict[str, Check] = Field(description="every model, and the job queue")
 
 
 # -- queued jobs (/transfer, /jobs) ---------------------------------------------------------
@@ -232,8 +257,8 @@ JOB_EXAMPLE: dict[str, Any] = {
     "attempts": 1,
     "params": {"face_index": 0, "expression_index": 0},
     "error": None,
-    "url": "http://127.0.0.1:8000/jobs/5f0c1a7e9b2d4c3e8a6f1b0d2c4e6a8b",
-    "result_url": "http://127.0.0.1:8000/jobs/5f0c1a7e9b2d4c3e8a6f1b0d2c4e6a8b/result",
+    "url": "/jobs/5f0c1a7e9b2d4c3e8a6f1b0d2c4e6a8b",
+    "result_url": "/jobs/5f0c1a7e9b2d4c3e8a6f1b0d2c4e6a8b/result",
 }
 
 
@@ -279,8 +304,10 @@ class JobStatus(BaseModel):
     attempts: int = Field(ge=0, description="how many times a worker started it")
     params: dict[str, Any] = Field(description="the job's parameters")
     error: Problem | None = Field(description="why it failed (status `failed` only)")
-    url: str = Field(description="this document")
-    result_url: str | None = Field(description="the result, once `succeeded`")
+    url: str = Field(
+        description="this document: a path, or an absolute URL under FER_PUBLIC_URL when set"
+    )
+    result_url: str | None = Field(description="the result, once `succeeded` (like `url`)")
 
 
 class ResultImage(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, RedisDsn, model_validator
+from pydantic import AnyHttpUrl, Field, RedisDsn, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository's model store, the default when FER_MODEL_STORE is not set.
@@ -83,6 +83,56 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # -- abuse limits, auth, URLs (service/api/guard.py, service/api/uploads.py) ---------------
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="API keys (JSON list); when set, every path but `open_paths` needs one, "
+        "as `Authorization: Bearer <key>` or `X-API-Key: <key>`, and each key sees only its "
+        "own jobs",
+    )
+    open_paths: list[str] = Field(
+        default_factory=lambda: ["/healthz", "/readyz", "/metrics"],
+        description="paths answered without an API key (exact paths)",
+    )
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="requests per second allowed to each caller (API key, or client address "
+        "without keys), with bursts of `rate_burst`; then 429 with Retry-After. Unset: no limit",
+    )
+    rate_burst: int = Field(default=20, ge=1, description="requests a caller may send at once")
+    concurrency_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="requests of one caller in progress at once; then 429. Unset: no limit",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins browsers may call the API from (JSON list; `*` for any); "
+        "none: no CORS headers",
+    )
+    public_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="the gateway's public base URL, for `Location` and job URLs; unset: "
+        "those are relative (`/jobs/<id>`)",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds a client may take to send its whole request body (then 408)",
+    )
+    decode_budget_pixels: int | None = Field(
+        default=None,
+        ge=1,
+        description="pixels of uploads being decoded and analysed at once, across requests "
+        "(a request waits for room, up to `decode_wait`, then 503); default: twice max_pixels",
+    )
+    decode_wait: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a request waits for room in the decode budget (then 503)",
+    )
+
     # -- jobs (/transfer, /frontalize): service/jobs/ -----------------------------------------
     jobs: Literal["local", "celery"] = Field(
         default="local",
@@ -97,7 +147,9 @@ class Settings(BaseSettings):
         default="fer:", description="prefix of every Redis key fer-service writes"
     )
     redis_timeout: float = Field(
-        default=2.0, gt=0, description="seconds to wait for Redis (connect and each command)"
+        default=0.5,
+        gt=0,
+        description="seconds to wait for Redis (connect, each command, a whole job call)",
     )
     job_ttl: int = Field(
         default=3600,
@@ -131,6 +183,13 @@ class Settings(BaseSettings):
     job_workers: int = Field(
         default=1, ge=1, description="local jobs: jobs run at the same time in the gateway"
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Celery workers: serve Prometheus metrics (job durations and outcomes) "
+        "on this port, plus the pool process' index; unset: none",
+    )
 
     @model_validator(mode="after")
     def _visibility_outlasts_jobs(self) -> Settings:
@@ -141,6 +200,20 @@ class Settings(BaseSettings):
                 f"longest job: job_timeout + the longest retry delay = {longest:g} s"
             )
         return self
+
+    @model_validator(mode="after")
+    def _budget_holds_an_image(self) -> Settings:
+        if self.decode_budget_pixels is not None and self.decode_budget_pixels < self.max_pixels:
+            raise ValueError(
+                f"decode_budget_pixels ({self.decode_budget_pixels}) must hold one image of "
+                f"max_pixels ({self.max_pixels})"
+            )
+        return self
+
+    @property
+    def decode_budget(self) -> int:
+        """Pixels of uploads in flight at once (`decode_budget_pixels`, or 2 x max_pixels)."""
+        return self.decode_budget_pixels or 2 * self.max_pixels
 
     def retry_delay(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1 = the first) of a job."""

@@ -51,6 +51,7 @@ class WorkerRuntime:
         from service.jobs.kinds import JobRuntime
         from service.jobs.registry import KINDS
         from service.jobs.stores import RedisJobStore
+        from service.metrics import Metrics
         from service.pipeline import FacePipeline
 
         configure_pillow(settings.max_pixels)
@@ -66,7 +67,8 @@ class WorkerRuntime:
         store = RedisJobStore(
             str(settings.redis_url), settings.redis_prefix, settings.redis_timeout
         )
-        return cls(loop, store, JobRuntime(settings, models, pipeline, backend))
+        metrics = Metrics() if settings.worker_metrics_port else None
+        return cls(loop, store, JobRuntime(settings, models, pipeline, backend, metrics))
 
     def close(self) -> None:
         self.loop.run_until_complete(self.runtime.backend.close())
@@ -87,8 +89,16 @@ def runtime() -> WorkerRuntime:
 
 @worker_process_init.connect
 def _load(**_: Any) -> None:
-    """Load the models when a pool process starts, not on its first job."""
-    runtime()
+    """Load the models when a pool process starts, not on its first job; serve its
+    metrics when FER_WORKER_METRICS_PORT is set (one port per pool process)."""
+    metrics = runtime().runtime.metrics
+    if settings.worker_metrics_port and metrics is not None:
+        from billiard.process import current_process
+        from prometheus_client import start_http_server
+
+        port = settings.worker_metrics_port + int(getattr(current_process(), "index", 0))
+        start_http_server(port, addr="0.0.0.0", registry=metrics.registry)
+        log.info("job metrics on port %d", port)
 
 
 @worker_process_shutdown.connect

@@ -214,3 +214,34 @@ def test_torchserve_reserves_a_gpu_and_mounts_the_store_read_only(
     assert Path(mounts["/models"]["source"]) == REPO / "model_store"
     assert (REPO / "model_store" / "config.properties").exists()
     assert "ports" not in ts, "TorchServe runs without token auth: do not publish its ports"
+
+
+def test_grafana_dashboard_uses_only_the_gateways_metrics() -> None:
+    """Every series the dashboard queries is one that service/metrics.py exports."""
+    import json
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from service.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.requests.labels("/classify", "POST", "200", "compact").inc()
+    metrics.latency.labels("/classify", "POST", "compact").observe(0.1)
+    metrics.faces.labels("compact").observe(1)
+    metrics.steps.labels("decode").observe(0.01)
+    metrics.jobs.labels("transfer", "succeeded").observe(1)
+    metrics.backend_errors.labels("backend-error").inc()
+    exported = {
+        s.name
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for s in family.samples
+    }
+    dashboard = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bfer_\w+", target["expr"])
+    }
+    assert queried and queried <= exported, queried - exported

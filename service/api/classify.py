@@ -84,6 +84,8 @@ def _server_timing(timings: dict[str, float]) -> str:
         "backend-unavailable",
         "model-not-ready",
         "backend-timeout",
+        "request-timeout",
+        "server-busy",
     ),
 )
 async def classify(
@@ -128,10 +130,18 @@ async def classify(
             "invalid-request",
             f"neutral=true needs a DeRL model; '{entry.name}' is a {entry.kind}",
         )
-    upload = await read_uploads(request, services.pipeline.limits, ("image",), raw_body=True)
-    analysis = await asyncio.to_thread(
-        services.pipeline.analyse, upload["image"], entry.input, max_faces or cap
+    request.state.model = entry.name
+    upload = await read_uploads(
+        request,
+        services.pipeline.limits,
+        ("image",),
+        raw_body=True,
+        timeout=services.settings.body_timeout,
     )
+    async with services.budget.hold(upload.values()):
+        analysis = await asyncio.to_thread(
+            services.pipeline.analyse, upload["image"], entry.input, max_faces or cap
+        )
     t0 = time.perf_counter()
     predictions: Sequence[Prediction] = await services.backend.predict(
         entry, analysis.crops, neutral=neutral
@@ -139,6 +149,8 @@ async def classify(
     timings = {**analysis.timings, "classify": time.perf_counter() - t0}
     timings["total"] = time.perf_counter() - started
     response.headers["Server-Timing"] = _server_timing(timings)
+    services.metrics.observe_steps(timings)
+    services.metrics.faces.labels(entry.name).observe(len(analysis.faces))
     log.info(
         "classify model=%s image=%dx%d faces=%d %s",
         entry.name,

@@ -14,13 +14,24 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
-from service.problems import PROBLEM_JSON, PROBLEMS, ProblemError, ProblemKind, ProblemSlug
+from service.problems import (
+    PROBLEM_JSON,
+    PROBLEMS,
+    BackendError,
+    ProblemError,
+    ProblemKind,
+    ProblemSlug,
+)
 from service.schemas import Problem
 
 log = logging.getLogger(__name__)
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def problem_response(
@@ -43,6 +54,9 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
     if exc.status >= 500:
         log.warning("%s %s: %s: %s", request.method, request.url.path, exc.kind.slug, exc)
+    metrics = getattr(request.app.state, "metrics", None)
+    if isinstance(exc, BackendError) and metrics is not None:
+        metrics.backend_errors.labels(exc.kind.slug).inc()
     return problem_response(
         exc.kind.slug,
         exc.detail,
@@ -86,7 +100,27 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
         response = JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_JSON)
     if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
     return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts at the request's path (Starlette's 405 names only
+    the methods of the first route that matched the path)."""
+    # Asked of the routes method by method: included routers do not expose their methods.
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
+
+
+async def _on_disconnect(request: Request, exc: Exception) -> Response:
+    # Nobody is left to answer; an everyday event, so no traceback and no error.
+    log.info("%s %s: the client disconnected while sending", request.method, request.url.path)
+    return Response(status_code=499)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -101,6 +135,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(ClientDisconnect, _on_disconnect)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -36,8 +36,9 @@ RESULT_RESPONSE: dict[int | str, dict[str, Any]] = {
         "request's `Accept` prefers `application/json`.",
         "content": {
             PNG: {"schema": {"type": "string", "format": "binary"}},
-            JSON: {"schema": {"$ref": "#/components/schemas/JobResult"}},
         },
+        # FastAPI puts this model under the JSON media type and into components/schemas.
+        "model": JobResult,
     }
 }
 
@@ -68,12 +69,19 @@ async def find_job(jobs: JobQueue, job_id: str, wait: float = 0.0) -> JobRecord:
     return record
 
 
+def link(request: Request, name: str, **params: str) -> str:
+    """The address of route `name`: under FER_PUBLIC_URL when set, else relative to the
+    host (the request's Host header is the client's to choose, so it is never used)."""
+    path = request.scope.get("root_path", "") + str(request.app.url_path_for(name, **params))
+    services = getattr(request.app.state, "services", None)
+    base = services.settings.public_url if services is not None else None
+    return f"{str(base).rstrip('/')}{path}" if base else path
+
+
 def job_status(request: Request, record: JobRecord) -> JobStatus:
     """The HTTP view of a job."""
     result_url = (
-        str(request.url_for("get_job_result", job_id=record.id))
-        if record.status == "succeeded"
-        else None
+        link(request, "get_job_result", job_id=record.id) if record.status == "succeeded" else None
     )
     return JobStatus(
         id=record.id,
@@ -86,7 +94,7 @@ def job_status(request: Request, record: JobRecord) -> JobStatus:
         attempts=record.attempts,
         params=record.params,
         error=record.error,
-        url=str(request.url_for("get_job", job_id=record.id)),
+        url=link(request, "get_job", job_id=record.id),
         result_url=result_url,
     )
 
@@ -142,12 +150,12 @@ async def result_response(request: Request, jobs: JobQueue, record: JobRecord) -
         raise ProblemError(
             "job-not-finished",
             f"job '{record.id}' is {record.status}; poll GET "
-            f"{request.url_for('get_job', job_id=record.id)} or add ?wait=N",
+            f"{link(request, 'get_job', job_id=record.id)} or add ?wait=N",
             retry_after=1,
             extra={"status": record.status},
         )
-    url = str(request.url_for("get_job_result", job_id=record.id))
-    headers = {"Vary": "Accept", "Location": str(request.url_for("get_job", job_id=record.id))}
+    url = link(request, "get_job_result", job_id=record.id)
+    headers = {"Vary": "Accept", "Location": link(request, "get_job", job_id=record.id)}
     if wants_json(request):
         assert record.finished_at is not None
         outcome = record.outcome

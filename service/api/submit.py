@@ -4,8 +4,9 @@ handling and OpenAPI description of every job-creating route.
 A route parses its own parameters, then `submit` does the rest the same way for every
 kind: 503 at once when the kind's model is missing (not a failed job later), the uploads
 read with the streamed byte limit and decoded now (a bad file is a 4xx, and a job run in
-this process runs on these pixels), the job queued (or an Idempotency-Key's earlier job
-returned), and with `?wait=N` the result itself if the job succeeds in time.
+this process runs on these pixels) within the decode budget, the job queued in the caller's
+view of the queue (or its Idempotency-Key's earlier job returned), and with `?wait=N` the
+result itself if the job succeeds in time.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
-        description="a retried POST with the same key returns the first job (for as "
-        "long as that job is kept) instead of queueing another",
+        description="a retried POST with the same key and the same request returns the "
+        "first job (for as long as that job is kept) instead of queueing another; keys "
+        "belong to the caller (API key, or client address), and the same key with another "
+        "request is 422",
     ),
 ]
 
@@ -83,6 +86,9 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {
         "model-not-ready",
         "queue-unavailable",
         "queue-full",
+        "idempotency-key-reused",
+        "request-timeout",
+        "server-busy",
     ),
 }
 
@@ -98,8 +104,13 @@ async def submit(
 ) -> Response:
     """Queue a job of `kind` for this request's uploads (see the module docstring)."""
     services.models.require(kind.model, kind.model_kind)  # 503 now, not a failed job
-    images = await read_uploads(request, services.pipeline.limits, kind.inputs)
-    decoded = await asyncio.to_thread(services.pipeline.decode_uploads, images)
+    request.state.model = kind.model  # for the metrics
+    images = await read_uploads(
+        request, services.pipeline.limits, kind.inputs, timeout=services.settings.body_timeout
+    )
+    # Within the decode budget: pixels in flight across requests stay bounded.
+    async with services.budget.hold(images.values()):
+        decoded = await asyncio.to_thread(services.pipeline.decode_uploads, images)
     record, created = await jobs.submit(kind.name, images, params, idempotency_key, decoded)
     if wait > 0 and not record.finished:
         record = await jobs.wait(record.id, wait) or record

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from service.imaging import DecodedImage
 from service.jobs.kinds import JobKind, JobOutput, JobRuntime
-from service.jobs.records import JobRecord, job_problem, utcnow
+from service.jobs.records import FINISHED, JobRecord, job_problem, utcnow
 from service.jobs.registry import KINDS
 from service.jobs.stores import JobStore
 from service.problems import ProblemError, ProblemSlug
@@ -45,6 +45,23 @@ class Execution:
 
 
 async def execute(
+    job_id: str,
+    store: JobStore,
+    runtime: JobRuntime,
+    decoded: Mapping[str, DecodedImage] | None = None,
+) -> Execution:
+    """Run job `job_id` once and store what came of it (`run_once`); a job that ended is
+    timed by outcome in `runtime.metrics`, where there are metrics."""
+    ran = await run_once(job_id, store, runtime, decoded)
+    if ran.status in FINISHED and runtime.metrics is not None:
+        record = await store.get(job_id)
+        if record is not None and record.finished_at is not None:
+            seconds = (record.finished_at - record.created_at).total_seconds()
+            runtime.metrics.jobs.labels(record.kind, record.status).observe(seconds)
+    return ran
+
+
+async def run_once(
     job_id: str,
     store: JobStore,
     runtime: JobRuntime,

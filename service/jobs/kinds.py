@@ -24,6 +24,7 @@ from service.catalog import ModelStore
 from service.imaging import DecodedImage
 from service.inference import InferenceBackend
 from service.jobs.records import JobOutcome
+from service.metrics import Metrics
 from service.pipeline import FacePipeline
 from service.problems import BackendError
 from service.settings import Settings
@@ -38,6 +39,8 @@ class JobRuntime:
     models: ModelStore
     pipeline: FacePipeline
     backend: InferenceBackend
+    #: Where finished jobs are timed: the gateway's metrics, or a worker's own.
+    metrics: Metrics | None = None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,14 @@ from service.imaging import DecodedImage
 from service.jobs.celery_config import QUEUE, RUN_JOB, celery_config
 from service.jobs.execution import execute
 from service.jobs.kinds import JobRuntime
-from service.jobs.records import JobMessage, JobRecord, idempotency_digest, new_job_id, utcnow
+from service.jobs.records import (
+    JobMessage,
+    JobRecord,
+    idempotency_digest,
+    new_job_id,
+    request_digest,
+    utcnow,
+)
 from service.jobs.stores import JobStore, MemoryJobStore, RedisJobStore
 from service.problems import ProblemError
 from service.settings import Settings
@@ -75,10 +82,16 @@ class JobQueue(Protocol):
         params: BaseModel,
         idempotency_key: str | None = None,
         decoded: Mapping[str, DecodedImage] | None = None,
+        *,
+        owner: str | None = None,
+        scope: str = "",
     ) -> tuple[JobRecord, bool]:
         """Queue a job; returns it and whether it is new (False: the Idempotency-Key's job).
         `decoded`: the uploads as the caller decoded them (to check them), which a queue
-        that runs jobs in this process runs the job on instead of decoding them again."""
+        that runs jobs in this process runs the job on instead of decoding them again.
+        `owner`: the API key's id that alone may see the job (None: anyone with its id);
+        `scope`: the caller an Idempotency-Key belongs to. The same key with another
+        request (other parameters or uploads) is 422 `idempotency-key-reused`."""
         ...
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -99,6 +112,10 @@ class JobQueue(Protocol):
 
     async def check(self) -> QueueCheck:
         """Readiness."""
+        ...
+
+    async def depth(self) -> int:
+        """Jobs waiting to be run (for /metrics)."""
         ...
 
 
@@ -125,8 +142,12 @@ class StoredJobs:
         params: BaseModel,
         idempotency_key: str | None = None,
         decoded: Mapping[str, DecodedImage] | None = None,
+        *,
+        owner: str | None = None,
+        scope: str = "",
     ) -> tuple[JobRecord, bool]:
         now = utcnow()
+        digest = request_digest(kind, params.model_dump(), inputs) if idempotency_key else None
         record = JobRecord(
             id=new_job_id(),
             kind=kind,
@@ -134,7 +155,11 @@ class StoredJobs:
             inputs=list(inputs),
             created_at=now,
             expires_at=now + timedelta(seconds=self.settings.job_ttl),
-            idempotency=idempotency_digest(kind, idempotency_key) if idempotency_key else None,
+            idempotency=idempotency_digest(kind, idempotency_key, scope)
+            if idempotency_key
+            else None,
+            request_digest=digest,
+            owner=owner,
         )
         async with self._reaching_store():
             record, created = await self.store.create(record, inputs, self.settings.job_ttl)
@@ -144,6 +169,12 @@ class StoredJobs:
                 except BaseException:
                     await self.store.delete(record.id)
                     raise
+        if not created and record.request_digest != digest:
+            raise ProblemError(
+                "idempotency-key-reused",
+                f"the Idempotency-Key '{idempotency_key}' was used for a different request "
+                "(other parameters or images); use a new key for a new request",
+            )
         if created:
             log.info("job %s (%s) queued", record.id, kind)
         return record, created
@@ -190,8 +221,11 @@ class LocalJobs(StoredJobs):
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.job_queue_size)
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = 0
-        # The uploads of the jobs held here, as the route decoded them, until they finish.
+        # The uploads of the jobs held here, as the route decoded them, until they finish;
+        # at most the decode budget's pixels of them (beyond it a job decodes its uploads
+        # when it runs, `job_workers` at a time), so waiting jobs cannot grow memory.
         self._decoded: dict[str, dict[str, DecodedImage]] = {}
+        self.retained_pixels = 0
 
     async def start(self) -> None:
         for _ in range(self.settings.job_workers):
@@ -207,6 +241,7 @@ class LocalJobs(StoredJobs):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._decoded.clear()
+        self.retained_pixels = 0
         await self.memory.close()
 
     async def _dispatch(
@@ -220,8 +255,10 @@ class LocalJobs(StoredJobs):
                 f"{self._queue.qsize()} jobs are waiting; retry later",
                 retry_after=self.settings.retry_after,
             ) from None
-        if decoded is not None:
+        pixels = sum(d.image.width * d.image.height for d in (decoded or {}).values())
+        if decoded is not None and self.retained_pixels + pixels <= self.settings.decode_budget:
             self._decoded[record.id] = dict(decoded)
+            self.retained_pixels += pixels
 
     async def _work(self) -> None:
         while True:
@@ -231,7 +268,7 @@ class LocalJobs(StoredJobs):
                 ran = await execute(job_id, self.store, self.runtime, self._decoded.get(job_id))
             except Exception:  # noqa: BLE001 - keep the pool alive whatever one job does
                 log.exception("job %s could not be run", job_id)
-                self._decoded.pop(job_id, None)
+                self._release(job_id)
                 continue
             finally:
                 self._running -= 1
@@ -239,7 +276,11 @@ class LocalJobs(StoredJobs):
             if ran.retry_in is not None:
                 self._spawn(self._requeue(job_id, ran.retry_in))
             else:  # finished or gone: its pixels are no longer needed
-                self._decoded.pop(job_id, None)
+                self._release(job_id)
+
+    def _release(self, job_id: str) -> None:
+        images = self._decoded.pop(job_id, None) or {}
+        self.retained_pixels -= sum(d.image.width * d.image.height for d in images.values())
 
     async def _requeue(self, job_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -248,6 +289,9 @@ class LocalJobs(StoredJobs):
     async def check(self) -> QueueCheck:
         waiting = self._queue.qsize()
         return QueueCheck(True, f"in-process: {self._running} running, {waiting} waiting")
+
+    async def depth(self) -> int:
+        return self._queue.qsize()
 
 
 class CeleryJobs(StoredJobs):
@@ -265,7 +309,12 @@ class CeleryJobs(StoredJobs):
         from celery import Celery
 
         self._celery = Celery("fer-service", set_as_current=False)
-        self._celery.conf.update(celery_config(self.settings))
+        config = celery_config(self.settings)
+        # The gateway only publishes: no blocking reads, so its broker connection can wait
+        # no longer than any other Redis call, and a paused Redis fails a POST in time.
+        config["broker_transport_options"]["socket_timeout"] = self.settings.redis_timeout
+        config["task_publish_retry_policy"] = {"max_retries": 0}
+        self._celery.conf.update(config)
 
     async def close(self) -> None:
         await self.redis_store.close()
@@ -277,13 +326,20 @@ class CeleryJobs(StoredJobs):
         from redis.exceptions import ConnectionError, TimeoutError
 
         try:
-            yield
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            raise ProblemError(
-                "queue-unavailable",
-                f"cannot reach Redis at {self.where}: {exc}",
-                retry_after=self.settings.retry_after,
-            ) from exc
+            # One bound on the whole call, whatever Redis (or a paused one) does with it.
+            async with asyncio.timeout(2 * self.settings.redis_timeout):
+                yield
+        except (ConnectionError, TimeoutError, OSError) as exc:  # OSError: asyncio's timeout
+            raise self._unavailable("cannot reach Redis", exc) from exc
+
+    def _unavailable(self, what: str, exc: BaseException) -> ProblemError:
+        """503 `queue-unavailable`; the address and the error go to the log only."""
+        log.warning("%s at %s: %s", what, self.where, exc or type(exc).__name__)
+        return ProblemError(
+            "queue-unavailable",
+            "the job queue cannot be reached; retry later",
+            retry_after=self.settings.retry_after,
+        )
 
     async def _dispatch(
         self, record: JobRecord, decoded: Mapping[str, DecodedImage] | None
@@ -297,19 +353,21 @@ class CeleryJobs(StoredJobs):
                 celery.send_task, RUN_JOB, args=[message], task_id=record.id, queue=QUEUE
             )
         except Exception as exc:  # noqa: BLE001 - kombu's connection errors vary by transport
-            raise ProblemError(
-                "queue-unavailable",
-                f"cannot queue the job at {self.where}: {exc}",
-                retry_after=self.settings.retry_after,
-            ) from exc
+            raise self._unavailable("cannot queue a job", exc) from exc
 
     async def check(self) -> QueueCheck:
         try:
-            await self.redis_store.ping()
-            waiting = await self.redis_store.queued()
+            async with asyncio.timeout(2 * self.settings.redis_timeout):
+                await self.redis_store.ping()
+                waiting = await self.redis_store.queued()
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return QueueCheck(False, f"cannot reach Redis at {self.where}: {exc}")
-        return QueueCheck(True, f"Redis at {self.where} answers; {waiting} jobs waiting")
+            log.warning("readiness: cannot reach Redis at %s: %s", self.where, exc)
+            return QueueCheck(False, "cannot reach Redis")
+        return QueueCheck(True, f"Redis answers; {waiting} jobs waiting")
+
+    async def depth(self) -> int:
+        async with self._reaching_store():
+            return await self.redis_store.queued()
 
 
 def make_jobs(settings: Settings, runtime: JobRuntime) -> JobQueue:

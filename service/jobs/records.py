@@ -4,7 +4,9 @@ the problem document it fails with."""
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +52,12 @@ class JobRecord(BaseModel):
     error: Problem | None = None
     outcome: JobOutcome | None = None
     idempotency: str | None = Field(default=None, description="digest of the Idempotency-Key")
+    request_digest: str | None = Field(
+        default=None, description="digest of the request (parameters and uploads)"
+    )
+    owner: str | None = Field(
+        default=None, description="the API key's id that may see the job (None: anyone)"
+    )
 
     @property
     def finished(self) -> bool:
@@ -68,6 +76,20 @@ def job_problem(slug: ProblemSlug, detail: str, job_id: str) -> Problem:
     return PROBLEMS[slug].document(detail, instance=f"/jobs/{job_id}")
 
 
-def idempotency_digest(kind: str, key: str) -> str:
-    """What the stores keep of an Idempotency-Key: a digest, scoped by job kind."""
-    return hashlib.sha256(f"{kind}\0{key}".encode()).hexdigest()
+def idempotency_digest(kind: str, key: str, scope: str = "") -> str:
+    """What the stores keep of an Idempotency-Key: a digest, scoped by job kind and by
+    caller (`scope`: an API key's id or the client's address), so that two callers never
+    share a key."""
+    return hashlib.sha256(f"{scope}\0{kind}\0{key}".encode()).hexdigest()
+
+
+def request_digest(kind: str, params: dict[str, Any], inputs: Mapping[str, bytes]) -> str:
+    """A digest of what a job request asks (kind, parameters, every upload), which an
+    Idempotency-Key is bound to: the same key with another request is refused."""
+    digest = hashlib.sha256(kind.encode())
+    digest.update(json.dumps(params, sort_keys=True, default=str).encode())
+    for name in sorted(inputs):
+        data = inputs[name]
+        digest.update(f"\0{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()

@@ -82,18 +82,20 @@ class RedisJobStore:
 
     def __init__(self, url: str, prefix: str, timeout: float) -> None:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
         from redis.backoff import ExponentialBackoff
-        from redis.retry import Retry
+        from redis.exceptions import ConnectionError
 
         self.url = url
         self.prefix = prefix
         # Fail fast when Redis is down (the gateway answers 503), but ride over one dropped
-        # connection with a quick retry.
+        # connection with a quick retry; a timeout is not retried (a paused Redis would
+        # double the wait).
         self.redis: Redis = Redis.from_url(
             url,
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1, (ConnectionError,)),
             health_check_interval=30,
         )
         self._finish = self.redis.register_script(_FINISH)

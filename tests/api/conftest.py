@@ -1,16 +1,23 @@
 """The real app (RetinaFace, LocalBackend over the repository's model store) for API tests.
 
 `client` starts one app per test module (its lifespan loads the models once); requests go
-through Starlette's TestClient, in process.
+through Starlette's TestClient, in process. `live(app)` serves an app over real sockets
+(uvicorn in a thread), for what only a real server shows: slow and vanishing clients, fuzzing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -79,3 +86,35 @@ def _assert_problem(response: httpx.Response, status: int, slug: str) -> dict[st
 def assert_problem() -> ProblemCheck:
     """Check that a response is a problem+json document of a status and type; returns it."""
     return _assert_problem
+
+
+@contextlib.contextmanager
+def live(app: FastAPI) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port in a thread; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+Serve = Callable[[FastAPI], contextlib.AbstractContextManager[str]]
+
+
+@pytest.fixture(scope="session")
+def serve() -> Serve:
+    """`live`: serve an app over real sockets for the length of a `with` block."""
+    return live

@@ -17,12 +17,22 @@ def test_healthz(client: TestClient) -> None:
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
-def test_readyz_when_models_are_loaded(client: TestClient) -> None:
+def test_readyz_names_each_capability(client: TestClient) -> None:
+    """The repository's store has classifiers but no tdgan archive: ready to classify (200),
+    with transfer (and frontalize) named as degraded rather than a plain "ready"."""
     r = client.get("/readyz")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["status"] == "ready"
     assert body["checks"]["model:compact"]["ok"] is True
+    capabilities = body["capabilities"]
+    assert set(capabilities) == {"classify", "transfer", "frontalize", "jobs"}
+    assert capabilities["classify"]["ok"] is True and capabilities["jobs"]["ok"] is True
+    assert capabilities["transfer"] == {
+        "ok": False,
+        "detail": "the model store has no 'tdgan' archive",
+    }
+    assert body["status"] == "degraded"
+    assert body["degraded"] == ["frontalize", "transfer"]
 
 
 def test_empty_model_store(
@@ -33,9 +43,10 @@ def test_empty_model_store(
         assert c.get("/healthz").status_code == 200
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["status"] == "not-ready"
+        assert str(tmp_path) not in r.text  # no path of the server in any answer
         assert c.get("/models").json() == {"default": None, "models": []}
         r = c.post("/classify", files={"image": ("a.jpg", photo("astronaut.jpg"))})
-        assert_problem(r, 503, "model-not-ready")
+        assert str(tmp_path) not in assert_problem(r, 503, "model-not-ready")["detail"]
         assert int(r.headers["retry-after"]) > 0
 
 
@@ -56,9 +67,11 @@ def test_torchserve_down(settings: Settings, photo: Callable[[str], bytes], asse
         r = c.get("/readyz")
         assert r.status_code == 503
         assert "cannot reach" in r.json()["checks"]["model:compact"]["detail"]
+        assert url.split("//")[1] not in r.text  # TorchServe's address stays inside
         assert c.get("/models").json()["models"][0]["ready"] is False
         r = c.post("/classify", files={"image": ("a.jpg", photo("astronaut.jpg"))})
-        assert_problem(r, 503, "backend-unavailable")
+        body = assert_problem(r, 503, "backend-unavailable")
+        assert url.split("//")[1] not in str(body)
         assert int(r.headers["retry-after"]) > 0
         r = c.post("/classify", files={"image": ("a.jpg", photo("no_face.jpg"))})
         assert r.status_code == 200 and r.json()["faces"] == []  # no face: nothing to ask

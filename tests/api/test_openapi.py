@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from fastapi.testclient import TestClient
 
 from service.cli import openapi_yaml
 
@@ -30,3 +31,42 @@ def test_errors_are_documented_as_problems() -> None:
     classify = spec["paths"]["/classify"]["post"]
     assert {"multipart/form-data", "image/*"} <= set(classify["requestBody"]["content"])
     assert spec["components"]["schemas"]["ClassifyResponse"]["examples"]
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "$ref"] + [
+            r for v in node.values() for r in _refs(v)
+        ]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_every_reference_resolves() -> None:
+    """`#/components/schemas/JobResult` was referred to but never defined."""
+    spec = yaml.safe_load(openapi_yaml())
+    schemas = spec["components"]["schemas"]
+    refs = _refs(spec)
+    assert "#/components/schemas/JobResult" in refs
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/") and ref.split("/")[-1] in schemas, ref
+
+
+def test_405_lists_every_method_of_the_path(client: TestClient, assert_problem) -> None:
+    r = client.put(f"/jobs/{'0' * 32}")
+    assert_problem(r, 405, "method-not-allowed")
+    assert {"GET", "DELETE"} <= {m.strip() for m in r.headers["allow"].split(",")}
+    r = client.get("/classify")
+    assert_problem(r, 405, "method-not-allowed")
+    assert r.headers["allow"] == "POST"
+
+
+def test_api_keys_are_documented() -> None:
+    spec = yaml.safe_load(openapi_yaml())
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            guarded = path not in ("/healthz", "/readyz", "/metrics")
+            assert ("security" in operation) == guarded, path
+            assert {"401", "403", "429"} <= set(map(str, operation["responses"])) or not guarded

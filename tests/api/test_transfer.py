@@ -154,9 +154,11 @@ def test_unknown_jobs_are_404(local: TestClient, assert_problem) -> None:
 
 
 def test_readiness_reports_the_queue(local: TestClient) -> None:
-    r = local.get("/readyz")
-    assert r.status_code == 200, r.text
-    assert r.json()["checks"]["jobs"] == {"ok": True, "detail": "in-process: 0 running, 0 waiting"}
+    body = local.get("/readyz").json()
+    assert body["checks"]["jobs"] == {"ok": True, "detail": "in-process: 0 running, 0 waiting"}
+    assert body["capabilities"]["jobs"] == body["checks"]["jobs"]
+    assert body["capabilities"]["transfer"]["ok"] is True
+    assert body["capabilities"]["classify"]["ok"] is False  # this store has no classifier
 
 
 def test_jobs_expire(
@@ -217,3 +219,22 @@ def test_frontalize_without_its_model_is_503(
     """This store has a transfer model but no frontalizer: /frontalize says so at once."""
     files = {"face": (FACE, photo(FACE))}
     assert_problem(local.post("/frontalize", files=files), 503, "model-not-ready")
+
+
+def test_waiting_jobs_keep_at_most_the_decode_budget(
+    transfer_store: Callable[[float], Path], photo: Callable[[str], bytes]
+) -> None:
+    """Jobs waiting in the gateway keep their decoded uploads only within the decode
+    budget (one job's worth here); the others decode theirs when they run, and succeed."""
+    budget = 600_000  # one job: two 512x512 photos
+    settings = local_settings(
+        transfer_store(1.0), max_pixels=budget, decode_budget_pixels=budget, job_queue_size=8
+    )
+    for c in started(settings):
+        jobs = c.app.state.services.jobs
+        ids = [c.post("/transfer", files=uploads(photo)).json()["id"] for _ in range(3)]
+        assert 0 < jobs.retained_pixels <= budget
+        for job_id in ids:
+            r = c.get(f"/jobs/{job_id}/result", params={"wait": 30})
+            assert r.status_code == 200, r.text
+        assert jobs.retained_pixels == 0

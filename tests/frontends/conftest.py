@@ -29,13 +29,16 @@ from service.launcher.config import free_ports
 
 @pytest.fixture(scope="session")
 def gateway_store(
-    transfer_store: Callable[[float], Path], tmp_path_factory: pytest.TempPathFactory
+    transfer_store: Callable[[float], Path],
+    frontalize_store: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
-    """The shipped classifiers and the tiny test transfer model, side by side."""
+    """The shipped classifiers and the tiny test transfer and frontalization models."""
     store = tmp_path_factory.mktemp("gateway-store")
     for archive in (REPO / "model_store" / "compact.mar", REPO / "model_store" / "derl.mar"):
         (store / archive.name).symlink_to(archive)
     (store / "tdgan.mar").symlink_to(transfer_store(0.0) / "tdgan.mar")
+    (store / "frontalize.mar").symlink_to(frontalize_store / "frontalize.mar")
     return store
 
 
@@ -91,6 +94,10 @@ def busy_gateway(
     """A gateway whose transfer network takes 2 s a call, running one job at a time with
     one more waiting (a third is refused: 503 `queue-full`, `Retry-After: 1`)."""
     log = tmp_path_factory.mktemp("busy-gateway") / "serve.log"
+    # with a classifier: a gateway that cannot classify is not ready (/readyz 503)
+    store = tmp_path_factory.mktemp("busy-store")
+    (store / "compact.mar").symlink_to(REPO / "model_store" / "compact.mar")
+    (store / "tdgan.mar").symlink_to(transfer_store(2.0) / "tdgan.mar")
     settings = {"job_queue_size": "1", "job_workers": "1", "retry_after": "1"}
-    with serve(transfer_store(2.0), log, **settings) as running:
+    with serve(store, log, **settings) as running:
         yield running

@@ -62,6 +62,7 @@ def test_classify_gives_typed_faces(gateway: Gateway) -> None:
             "compact": "classifier",
             "derl": "derl",
             "tdgan": "transfer",
+            "frontalize": "frontalizer",
         }
         assert client.model("tdgan").ready
         assert client.health().status == "ok" and client.ready().status == "ready"

@@ -86,10 +86,15 @@ def test_transfer_writes_the_png(
     assert "No such face in the image" in capsys.readouterr().err
 
 
-def test_without_the_model_it_says_so(
-    gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_frontalize_and_without_the_model_it_says_so(
+    gateway: Gateway, busy_gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "front.png"
-    assert main(["frontalize", str(MULTI), "-o", str(out), "--url", gateway.url]) == 2
+    # the gateway's store has the tiny test frontalizer: the frontal crop comes back
+    assert main(["frontalize", str(MULTI), "-o", str(out), "--url", gateway.url]) == 0
+    assert Image.open(out).size == (48, 48)
+    out.unlink()
+    # the busy gateway's store has none
+    assert main(["frontalize", str(MULTI), "-o", str(out), "--url", busy_gateway.url]) == 2
     assert "has no frontalization model" in capsys.readouterr().err
     assert not out.exists()

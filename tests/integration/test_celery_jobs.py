@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +37,7 @@ from service.settings import Settings
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+REPO_STORE = Path(__file__).resolve().parents[2] / "model_store"
 REDIS = "redis://127.0.0.1:6379/15"
 FACE, EXPRESSION = "astronaut.jpg", "grace_hopper.jpg"
 #: Seconds per call of the slow test network: long enough to kill a worker mid-job.
@@ -96,10 +99,12 @@ def _children(pid: int) -> list[int]:
 class Worker:
     """`fer-service worker` in its own process group, logging to a file."""
 
-    def __init__(self, name: str, store: Path, prefix: str, log: Path) -> None:
+    def __init__(
+        self, name: str, store: Path, prefix: str, log: Path, extra: dict[str, str] | None = None
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FER_", "CELERY"))}
         env.update({f"FER_{k.upper()}": str(v) for k, v in JOB_SETTINGS.items()})
-        env.update({"FER_REDIS_PREFIX": prefix, "FER_MODEL_STORE": str(store)})
+        env.update({"FER_REDIS_PREFIX": prefix, "FER_MODEL_STORE": str(store), **(extra or {})})
         self.log = log
         self.started = time.monotonic()
         with log.open("wb") as out:
@@ -144,8 +149,8 @@ def workers(prefix: str, tmp_path: Path) -> Iterator[Callable[[str, Path], Worke
     checked for image bytes."""
     started: list[Worker] = []
 
-    def start(name: str, store: Path) -> Worker:
-        worker = Worker(name, store, prefix, tmp_path / f"{name}.log")
+    def start(name: str, store: Path, extra: dict[str, str] | None = None) -> Worker:
+        worker = Worker(name, store, prefix, tmp_path / f"{name}.log", extra)
         started.append(worker)
         return worker
 
@@ -214,7 +219,8 @@ def test_job_completes_on_a_worker(
     files: dict[str, Any],
     prefix: str,
 ) -> None:
-    worker = workers("fast", transfer_store(0.0))
+    metrics_port = closed_port()
+    worker = workers("fast", transfer_store(0.0), {"FER_WORKER_METRICS_PORT": str(metrics_port)})
     r = api.post("/transfer", params={"wait": 30}, files=files)  # includes the worker's start
     assert r.status_code == 200, (r.text, worker.output()[-3000:])
     print(f"\nfirst job done {time.monotonic() - worker.started:.2f} s after starting the worker")
@@ -227,6 +233,7 @@ def test_job_completes_on_a_worker(
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     print(f"job latency through Redis and a worker: {', '.join(f'{t:.3f}' for t in latencies)} s")
     assert Image.open(io.BytesIO(r.content)).size == (64, 64)
+    assert worker_jobs_timed(metrics_port) == 4  # the worker's own /metrics
 
     job = api.get(r.headers["location"]).json()
     assert job["status"] == "succeeded" and job["attempts"] == 1
@@ -290,6 +297,59 @@ def test_killed_workers_lose_no_job(
     assert second.process.poll() is None
 
 
+def test_a_stream_of_jobs_survives_a_killed_worker(
+    api: TestClient,
+    workers: Callable[[str, Path], Worker],
+    transfer_store: Callable[[float], Path],
+    files: dict[str, Any],
+) -> None:
+    """Two workers take a stream of jobs; one is SIGKILLed while the stream goes on: every
+    job still succeeds (the dead worker's job is delivered again), none is lost."""
+    store = transfer_store(0.5)
+    doomed, survivor = workers("doomed", store), workers("survivor", store)
+    ids = [api.post("/transfer", files=files).json()["id"] for _ in range(4)]
+    deadline = time.monotonic() + 60
+    while not any(api.get(f"/jobs/{i}").json()["status"] != "queued" for i in ids):
+        assert time.monotonic() < deadline, (doomed.output()[-2000:], survivor.output()[-2000:])
+        time.sleep(0.05)
+    for _ in range(4):
+        ids.append(api.post("/transfer", files=files).json()["id"])
+    doomed.kill()
+    for _ in range(4):
+        ids.append(api.post("/transfer", files=files).json()["id"])
+    statuses = {}
+    for job_id in ids:
+        r = api.get(f"/jobs/{job_id}/result", params={"wait": 60})
+        statuses[job_id] = api.get(f"/jobs/{job_id}").json()["status"]
+        assert r.status_code == 200, (r.text, survivor.output()[-3000:])
+    assert set(statuses.values()) == {"succeeded"} and len(statuses) == 12
+    assert survivor.process.poll() is None
+
+
+def worker_jobs_timed(port: int) -> float:
+    """Succeeded transfer jobs timed by the worker whose pool process serves metrics on
+    `port` (its pool process' index is added to the port: 0 or 1)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for candidate in (port, port + 1):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{candidate}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if (
+                    sample.name == "fer_job_duration_seconds_count"
+                    and labels.get("kind") == "transfer"
+                    and labels.get("outcome") == "succeeded"
+                ):
+                    return float(sample.value)
+        return 0.0
+    raise AssertionError(f"no worker metrics on port {port} or {port + 1}")
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -306,15 +366,151 @@ def test_redis_down(
         took = time.monotonic() - t0
         print(f"\n/transfer with Redis down: {r.status_code} in {took:.3f} s")
         body = assert_problem(r, 503, "queue-unavailable")
-        assert f"cannot reach Redis at {url}" in body["detail"]
+        assert url.split("//")[1] not in str(body)  # Redis' address stays inside
         assert int(r.headers["retry-after"]) > 0
         assert took < 2.0
         assert_problem(api.get(f"/jobs/{'0' * 32}"), 503, "queue-unavailable")
 
         r = api.get("/readyz")
-        assert r.status_code == 503
+        assert url.split("//")[1] not in r.text
         check = r.json()["checks"]["jobs"]
-        assert check["ok"] is False and f"cannot reach Redis at {url}" in check["detail"]
+        assert check == {"ok": False, "detail": "cannot reach Redis"}
+        assert "jobs" in r.json()["degraded"] and "transfer" in r.json()["degraded"]
+
+
+class RedisServer:
+    """A redis-server of this test alone, on a free port, in memory only: to kill, pause
+    (SIGSTOP) and restart without touching the machine's Redis."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = closed_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        client.close()
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def classify_and_transfer_store(
+    transfer_store: Callable[[float], Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The shipped compact classifier and the test tdgan, side by side."""
+    store = tmp_path_factory.mktemp("both") / "store"
+    store.mkdir()
+    shutil.copy(REPO_STORE / "compact.mar", store / "compact.mar")
+    shutil.copy(transfer_store(0.0) / "tdgan.mar", store / "tdgan.mar")
+    return store
+
+
+def timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    t0 = time.monotonic()
+    answer = call(*args, **kwargs)
+    return answer, time.monotonic() - t0
+
+
+#: The bound the issue sets on a job call against a paused Redis, and slack for a loaded
+#: machine (the calls themselves give up after 2 x FER_REDIS_TIMEOUT = 1 s).
+PAUSED_BOUND = 1.0
+SLACK = 0.75
+
+
+def test_redis_paused_killed_and_restarted(
+    own_redis: RedisServer,
+    classify_and_transfer_store: Path,
+    files: dict[str, Any],
+    prefix: str,
+) -> None:
+    """A paused Redis fails job calls within 1 s (it took 4-9 s) while /classify and
+    readiness go on; a killed one too; a restarted one is used again by the same gateway."""
+    photo = {"image": files["face"]}
+    for api in gateway(classify_and_transfer_store, prefix, redis_url=own_redis.url):
+        job = api.post("/transfer", files=files)
+        assert job.status_code == 202, job.text
+        location = job.headers["location"]
+
+        own_redis.signal(signal.SIGSTOP)
+        try:
+            for method, path, kwargs in [
+                ("POST", "/transfer", {"files": files}),
+                ("GET", location, {}),
+                ("GET", f"{location}/result", {"params": {"wait": 5}}),
+                ("DELETE", location, {}),
+            ]:
+                r, took = timed(api.request, method, path, **kwargs)
+                print(f"\npaused Redis: {method} {path}: {r.status_code} in {took:.3f} s")
+                assert_problem(r, 503, "queue-unavailable")
+                assert took < PAUSED_BOUND + SLACK
+            r, took = timed(api.get, "/readyz")
+            assert r.status_code == 200 and took < PAUSED_BOUND + SLACK, r.text
+            assert r.json()["status"] == "degraded" and "jobs" in r.json()["degraded"]
+            assert api.post("/classify", files=photo).status_code == 200
+        finally:
+            own_redis.signal(signal.SIGCONT)
+        assert api.get(location).status_code == 200  # the same connection recovers
+
+        own_redis.kill()
+        r, took = timed(api.post, "/transfer", files=files)
+        assert_problem(r, 503, "queue-unavailable")
+        assert took < PAUSED_BOUND + SLACK
+        assert api.get("/readyz").status_code == 200
+
+        own_redis.start()  # in memory only: the job is gone, the gateway carries on
+        deadline = time.monotonic() + 10
+        while (r := api.post("/transfer", files=files)).status_code != 202:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert_problem(api.get(location), 404, "job-not-found")
+        ready = api.get("/readyz").json()
+        assert ready["capabilities"]["jobs"]["ok"] and ready["capabilities"]["transfer"]["ok"]
 
 
 def test_unknown_and_expired_jobs(
