@@ -147,8 +147,13 @@ def handler_class(handler_file: Path) -> type:
     return classes[0]
 
 
-def open_archive(path: str | Path, cache_dir: str | Path | None = None) -> LoadedArchive:
-    """Unpack `path` (cached by content hash) and initialise its handler in this process."""
+def open_archive(
+    path: str | Path,
+    cache_dir: str | Path | None = None,
+    properties: dict[str, Any] | None = None,
+) -> LoadedArchive:
+    """Unpack `path` (cached by content hash) and initialise its handler in this process;
+    `properties` join the context's system properties (e.g. the model runtime)."""
     path = Path(path)
     cache = Path(cache_dir or Path(tempfile.gettempdir()) / "fer-service-mar")
     cache.mkdir(parents=True, exist_ok=True)
@@ -158,7 +163,7 @@ def open_archive(path: str | Path, cache_dir: str | Path | None = None) -> Loade
     model = manifest["model"]
     handler_file = model_dir / model["handler"].split(":")[0]
     handler = handler_class(handler_file)()
-    context = Context(str(model_dir), model["modelName"], manifest)
+    context = Context(str(model_dir), model["modelName"], manifest, dict(properties or {}))
     handler.initialize(context)
     return LoadedArchive(
         path, model["modelName"], model.get("modelVersion", ""), metadata, handler, context

@@ -7,12 +7,15 @@ it and differ only in transport:
 
 - `LocalBackend` unpacks the `.mar` files with `service.archive.open_archive` and runs
   their handlers in this process, off the event loop, one call at a time per model;
-- `TorchServeBackend` posts each crop to TorchServe's inference API (which batches
+- `TorchServeBackend` posts the crops to TorchServe's inference API (which batches
   concurrent requests) through one shared `httpx.AsyncClient`, and asks its management
   API for readiness.
 
-Both send the handler the same bytes (each crop as a PNG file; for `generate`, one JSON
-object of base64 PNGs by input name), so their answers agree.
+Both send the handler the same bytes, so their answers agree: for `predict`, every crop of
+a photo in one uint8 tensor as a NumPy `.npy` file (one request per photo, not one PNG per
+face: no image codec on either side), or JSON `{"crops": base64 .npy, "neutral": true}`
+when DeRL's neutral faces are asked for; for `generate`, one JSON object of base64 PNGs by
+input name.
 Failures are `BackendError`s (service/problems.py), served as 502/503/504 problems.
 """
 
@@ -87,13 +90,21 @@ def encode_crop(crop: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def predict_request(crop: np.ndarray, neutral: bool = False) -> tuple[bytes, str]:
-    """The body and content type a classifier handler takes for one crop: the PNG itself,
-    or JSON `{"image": base64 PNG, "neutral": true}` to also get DeRL's neutral face."""
-    png = encode_crop(crop)
+def crops_tensor(crops: Sequence[np.ndarray]) -> bytes:
+    """Face crops (uint8, all the same shape) as one `.npy` file, [N, S, S] or [N, S, S, 3]."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(np.stack(crops), dtype=np.uint8), allow_pickle=False)
+    return buf.getvalue()
+
+
+def predict_request(crops: Sequence[np.ndarray], neutral: bool = False) -> tuple[bytes, str]:
+    """The body and content type a classifier handler takes for a photo's crops: the `.npy`
+    tensor itself, or JSON `{"crops": base64 .npy, "neutral": true}` to also get DeRL's
+    neutral faces. The handler answers with a list of one result per crop."""
+    tensor = crops_tensor(crops)
     if not neutral:
-        return png, "image/png"
-    body = {"image": base64.b64encode(png).decode("ascii"), "neutral": True}
+        return tensor, "application/x-npy"
+    body = {"crops": base64.b64encode(tensor).decode("ascii"), "neutral": True}
     return json.dumps(body).encode(), "application/json"
 
 
@@ -105,11 +116,16 @@ def generation_request(inputs: Mapping[str, np.ndarray]) -> bytes:
 
 
 def _generation(rows: Any, source: str) -> Generation:
-    row = rows[0] if isinstance(rows, list) and len(rows) == 1 else rows
+    row = _one_row(rows)
     try:
         return Generation.model_validate(row)
     except ValidationError as exc:
         raise BackendError(f"{source} returned a malformed image: {exc}") from exc
+
+
+def _one_row(rows: Any) -> Any:
+    """The handler's answer to a single request row."""
+    return rows[0] if isinstance(rows, list) and len(rows) == 1 else rows
 
 
 def _predictions(rows: Any, expected: int, source: str) -> list[Prediction]:
@@ -124,8 +140,12 @@ def _predictions(rows: Any, expected: int, source: str) -> list[Prediction]:
 class LocalBackend:
     """Runs the archives' own handlers in this process (the embedded default)."""
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, cache_dir: Path | None = None, runtime: str = "auto", threads: int = 0
+    ) -> None:
         self.cache_dir = cache_dir
+        # Where the handlers run their networks (service/handlers/runtime.py).
+        self.properties = {"fer_runtime": runtime, "fer_threads": threads}
         self._loaded: dict[str, LoadedArchive] = {}
         self._failed: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -134,7 +154,9 @@ class LocalBackend:
         """Load every archive (in a worker thread); one that fails is reported not ready."""
         for entry in models:
             try:
-                loaded = await asyncio.to_thread(open_archive, entry.path, self.cache_dir)
+                loaded = await asyncio.to_thread(
+                    open_archive, entry.path, self.cache_dir, self.properties
+                )
             except Exception as exc:  # noqa: BLE001 - a broken archive must not stop the rest
                 log.exception("cannot load %s", entry.path)
                 # The exception names files of the server: the log has it, not the client.
@@ -159,8 +181,8 @@ class LocalBackend:
             raise ModelNotReady(f"model '{model.name}' {detail}")
         if not crops:
             return []
-        rows = await self._handle(loaded, [{"body": predict_request(c, neutral)[0]} for c in crops])
-        return _predictions(rows, len(crops), f"model '{model.name}'")
+        rows = await self._handle(loaded, [{"body": predict_request(crops, neutral)[0]}])
+        return _predictions(_one_row(rows), len(crops), f"model '{model.name}'")
 
     async def generate(self, model: ModelEntry, inputs: Mapping[str, np.ndarray]) -> Generation:
         """One request with every named crop, through the model's handler."""
@@ -241,17 +263,11 @@ class TorchServeBackend:
     async def predict(
         self, model: ModelEntry, crops: Sequence[np.ndarray], neutral: bool = False
     ) -> list[Prediction]:
-        """One request per crop, concurrently; TorchServe batches them on its side."""
+        """One request with every crop; TorchServe batches concurrent requests."""
         if not crops:
             return []
-        results = await asyncio.gather(
-            *(self._predict_one(model, *predict_request(c, neutral)) for c in crops),
-            return_exceptions=True,
-        )
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return _predictions(results, len(crops), "TorchServe")
+        rows = await self._predict_one(model, *predict_request(crops, neutral))
+        return _predictions(rows, len(crops), "TorchServe")
 
     async def generate(self, model: ModelEntry, inputs: Mapping[str, np.ndarray]) -> Generation:
         """One JSON request with every named crop."""
@@ -336,4 +352,4 @@ def make_backend(settings: Settings) -> InferenceBackend:
     """The backend `settings.backend` names."""
     if settings.backend == "torchserve":
         return TorchServeBackend.from_settings(settings)
-    return LocalBackend()
+    return LocalBackend(runtime=settings.model_runtime, threads=settings.model_threads)

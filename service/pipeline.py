@@ -86,7 +86,7 @@ class FacePipeline:
 
     def detect(self, image: DecodedImage) -> list[Detection]:
         """The faces of `image` (in the coordinates of `image.image`), largest first."""
-        faces = self.detector.detect(np.asarray(image.image))
+        faces = self.detector.detect(image.image)
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
     def analyse(self, data: bytes, spec: InputSpec, max_faces: int) -> Analysis:

@@ -69,8 +69,18 @@ class Settings(BaseSettings):
     detector_score_threshold: float = Field(
         default=0.8, gt=0, lt=1, description="face detector confidence threshold"
     )
+    detector_min_face: int = Field(
+        default=40,
+        ge=8,
+        description="smallest face to find, in pixels of the image: images are shrunk for "
+        "detection only as far as such a face stays detectable (smaller: slower, finds "
+        "smaller faces)",
+    )
     detector_max_side: int = Field(
-        default=640, ge=64, description="images are downscaled to this longer side for detection"
+        default=1280,
+        ge=64,
+        description="longest side the detector sees: larger images are shrunk further, "
+        "which bounds the cost of large photos (their smallest faces may then be missed)",
     )
     decode_min_side: int = Field(
         default=1280,
@@ -80,6 +90,17 @@ class Settings(BaseSettings):
     )
     detector_threads: int = Field(
         default=1, ge=1, description="onnxruntime threads of the detector"
+    )
+    model_runtime: Literal["auto", "torch", "onnx"] = Field(
+        default="auto",
+        description="where the classifiers' networks run: `auto` is ONNX Runtime on the CPU "
+        "when `onnx` and `onnxruntime` are installed (2-3x faster for a few faces), PyTorch "
+        "on a GPU or otherwise; TorchServe's workers read the same variable",
+    )
+    model_threads: int = Field(
+        default=0,
+        ge=0,
+        description="ONNX Runtime threads of each classifier (0: one per core)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

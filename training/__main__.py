@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -416,6 +418,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repack(args: argparse.Namespace) -> int:
+    from training.export import repack
+
+    for archive in args.archives:
+        source = Path(archive)
+        with tempfile.TemporaryDirectory() as tmp:  # the target may be the source itself
+            staged = Path(tmp) / source.name
+            shutil.copy(source, staged)
+            print(repack(staged, Path(args.to or source.parent)))
+    return 0
+
+
 def _add_loop_flags(c: argparse.ArgumentParser) -> None:
     """The flags of the shared training loop (`_loop_options`), which every training
     command takes, and --seed."""
@@ -655,6 +669,15 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--to", default="model_store")
     x.add_argument("--fp16", action="store_true", help="store weights as float16")
     x.set_defaults(func=cmd_export)
+
+    r = sub.add_parser(
+        "repack",
+        help="re-write archives with this checkout's handler modules, keeping their "
+        "network, weights (byte for byte), metadata, name and version",
+    )
+    r.add_argument("archives", nargs="+", help=".mar files")
+    r.add_argument("--to", help="store to write into (default: each archive's own folder)")
+    r.set_defaults(func=cmd_repack)
     return p
 
 

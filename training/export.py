@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 
 import service.handlers
 import training.nets
-from service.archive import ArchiveMetadata
+from service.archive import ArchiveMetadata, read_manifest
 from service.handlers.layout import (
     HANDLER_FOR_KIND,
     METADATA_FILE,
@@ -55,35 +56,62 @@ def export(ckpt_path: Path, name: str, version: str, store: Path, fp16: bool = F
         k: (v.half() if fp16 and v.is_floating_point() else v).contiguous()
         for k, v in state["model"].items()
     }
-    store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         (t / METADATA_FILE).write_text(json.dumps(meta, indent=1))
         (t / MODEL_CONFIG_FILE).write_text(MODEL_CONFIG)
         torch.save(weights, t / WEIGHTS_FILE)
         shutil.copy(NETS / meta["net"]["file"], t / meta["net"]["file"])
-        handler = HANDLER_FOR_KIND[meta.get("kind", "classifier")]
-        # The handler imports the shared modules, which travel with it.
-        for module in (handler, *SHARED_FILES):
-            shutil.copy(HANDLERS / module, t / module)
-        extra = [METADATA_FILE, meta["net"]["file"], *SHARED_FILES]
-        cmd = [
-            str(Path(sys.executable).parent / "torch-model-archiver"),
-            "--model-name",
-            name,
-            "--version",
-            version,
-            "--handler",
-            str(t / handler),
-            "--serialized-file",
-            str(t / WEIGHTS_FILE),
-            "--extra-files",
-            ",".join(str(t / f) for f in extra),
-            "--config-file",
-            str(t / MODEL_CONFIG_FILE),
-            "--export-path",
-            str(store),
-            "--force",
-        ]
-        subprocess.run(cmd, check=True)
+        return _archive(t, meta, name, version, store)
+
+
+def repack(archive: Path, store: Path) -> Path:
+    """Write `store/<name>.mar` from `archive` with this checkout's handler modules, keeping
+    everything the model is (the network source, `weights.pt` byte for byte, metadata,
+    TorchServe settings, name and version): how an archive picks up a faster or fixed
+    handler without retraining. Returns the new archive's path."""
+    manifest, metadata = read_manifest(archive)
+    model = manifest["model"]
+    name, version = model["modelName"], model.get("modelVersion", "")
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(archive) as z:
+        t = Path(tmp)
+        meta = json.loads(z.read(METADATA_FILE))
+        for member in (WEIGHTS_FILE, metadata.net.file):
+            (t / member).write_bytes(z.read(member))
+        (t / METADATA_FILE).write_bytes(z.read(METADATA_FILE))
+        try:
+            (t / MODEL_CONFIG_FILE).write_bytes(z.read(MODEL_CONFIG_FILE))
+        except KeyError:  # archives from before per-model settings
+            (t / MODEL_CONFIG_FILE).write_text(MODEL_CONFIG)
+        return _archive(t, meta, name, version, store)
+
+
+def _archive(files: Path, meta: dict[str, Any], name: str, version: str, store: Path) -> Path:
+    """Run torch-model-archiver over the folder `files` (metadata, weights, model config and
+    network source), adding the handler of the model's kind and the shared modules."""
+    store.mkdir(parents=True, exist_ok=True)
+    handler = HANDLER_FOR_KIND[meta.get("kind", "classifier")]
+    # The handler imports the shared modules, which travel with it.
+    for module in (handler, *SHARED_FILES):
+        shutil.copy(HANDLERS / module, files / module)
+    extra = [METADATA_FILE, meta["net"]["file"], *SHARED_FILES]
+    cmd = [
+        str(Path(sys.executable).parent / "torch-model-archiver"),
+        "--model-name",
+        name,
+        "--version",
+        version,
+        "--handler",
+        str(files / handler),
+        "--serialized-file",
+        str(files / WEIGHTS_FILE),
+        "--extra-files",
+        ",".join(str(files / f) for f in extra),
+        "--config-file",
+        str(files / MODEL_CONFIG_FILE),
+        "--export-path",
+        str(store),
+        "--force",
+    ]
+    subprocess.run(cmd, check=True)
     return store / f"{name}.mar"

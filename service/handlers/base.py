@@ -111,11 +111,14 @@ class BaseHandler(Generic[Batch, Output]):
         self.metadata: dict[str, Any] = {}
         self.classes: list[str] = []
         self.device = torch.device("cpu")
+        # The context's system properties (the gateway adds its runtime settings there).
+        self.properties: dict[str, Any] = {}
 
     # -- loading -------------------------------------------------------------------------
     def initialize(self, context: Any) -> None:
         """TorchServe entry point: `context.system_properties['model_dir']` holds the files."""
         props = context.system_properties
+        self.properties = dict(props)
         gpu = props.get("gpu_id")
         if torch.cuda.is_available() and gpu is not None:
             self.device = torch.device(f"cuda:{gpu}")

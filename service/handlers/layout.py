@@ -21,7 +21,7 @@ WEIGHTS_FILE = "weights.pt"
 MODEL_CONFIG_FILE = "model-config.yaml"
 
 #: Modules every archive carries beside its handler, which imports them.
-SHARED_FILES = ("layout.py", "base.py")
+SHARED_FILES = ("layout.py", "base.py", "runtime.py")
 
 #: The handler file serving each kind of model.
 HANDLER_FOR_KIND = {

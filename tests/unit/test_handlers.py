@@ -1,7 +1,8 @@
-"""The handlers of service/handlers against the archives: the shipped archives (which carry
-the self-contained handler they were exported with) give exactly what the current handler
-gives on their weights, so re-exporting them changes no probability; a newly exported
-archive carries the shared base module and loads it from itself, not from the source tree."""
+"""The handlers of service/handlers against the archives: the shipped archives carry this
+checkout's handler modules (`fer-train repack` keeps them current); the ONNX Runtime and
+PyTorch runtimes give the same probabilities; a crops tensor and single-crop rows give the
+same answers; a newly exported archive carries the shared modules and loads them from
+itself, not from the source tree."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from service.handlers.classifier import ClassifierHandler
 from service.handlers.layout import MANIFEST, METADATA_FILE, SHARED_FILES, WEIGHTS_FILE
 from service.settings import DEFAULT_MODEL_STORE
 
+HANDLERS = Path(__file__).resolve().parents[2] / "service" / "handlers"
+
 
 def crop_rows(count: int, neutral: bool) -> list[dict[str, bytes]]:
     """Request rows of random 48x48 gray crops, as the backends send them."""
@@ -39,20 +42,79 @@ def crop_rows(count: int, neutral: bool) -> list[dict[str, bytes]]:
     return rows
 
 
-@pytest.mark.parametrize(("name", "neutral"), [("compact", False), ("derl", True)])
-def test_shipped_archives_answer_as_the_current_handler(
-    name: str, neutral: bool, tmp_path: Path
-) -> None:
+def crops_body(crops: np.ndarray, neutral: bool = False) -> bytes:
+    """A `.npy` crops tensor, optionally in the JSON wrapper that asks for neutral faces."""
+    buf = io.BytesIO()
+    np.save(buf, crops)
+    if not neutral:
+        return buf.getvalue()
+    return json.dumps(
+        {"crops": base64.b64encode(buf.getvalue()).decode(), "neutral": True}
+    ).encode()
+
+
+@pytest.mark.parametrize("name", ["compact", "derl"])
+def test_shipped_archives_carry_the_current_handler(name: str) -> None:
+    """A stale handler in a shipped archive would serve other code than this checkout's."""
+    with zipfile.ZipFile(DEFAULT_MODEL_STORE / f"{name}.mar") as z:
+        for module in ("classifier.py", *SHARED_FILES):
+            assert z.read(module) == (HANDLERS / module).read_bytes(), module
+
+
+@pytest.mark.parametrize("name", ["compact", "derl"])
+def test_onnx_runtime_gives_the_torch_probabilities(name: str, tmp_path: Path) -> None:
     shipped = open_archive(DEFAULT_MODEL_STORE / f"{name}.mar", tmp_path)
-    # exported before the shared base: its handler stands alone
-    assert not (Path(shipped.context.model_dir) / "base.py").exists()
-    current = ClassifierHandler()
-    current.load_dir(shipped.context.model_dir)
-    rows = crop_rows(6, neutral)
-    old = shipped.handler.handle(rows, shipped.context)
-    new = current.handle(rows, shipped.context)
-    assert new == old  # identical probabilities, labels and neutral-face PNGs
-    assert all(("neutral" in r) is neutral for r in new)
+    handlers = {}
+    for runtime in ("torch", "onnx"):
+        handler = ClassifierHandler()
+        handler.properties = {"fer_runtime": runtime, "fer_threads": 1}
+        handler.load_dir(shipped.context.model_dir)
+        assert handler.engine == runtime
+        handlers[runtime] = handler
+    crops = np.random.default_rng(1).integers(0, 256, (7, 48, 48), dtype=np.uint8)
+    torch_probs = handlers["torch"].predict_arrays(crops)
+    onnx_probs = handlers["onnx"].predict_arrays(crops)
+    assert np.abs(torch_probs - onnx_probs).max() < 1e-4
+    # auto: ONNX Runtime on the CPU when it is installed (it is here)
+    assert shipped.handler.engine == "onnx"
+
+
+def test_a_crops_tensor_answers_as_single_crop_rows(tmp_path: Path) -> None:
+    loaded = open_archive(DEFAULT_MODEL_STORE / "derl.mar", tmp_path)
+    handler = loaded.handler
+    rows = crop_rows(4, neutral=True)
+    crops = np.stack([np.asarray(Image.open(io.BytesIO(_image(r)))) for r in rows])
+    single = handler.handle(rows, loaded.context)
+    (batched,) = handler.handle([{"body": crops_body(crops, neutral=True)}], loaded.context)
+    assert isinstance(batched, list) and len(batched) == 4
+    for one, many in zip(single, batched, strict=True):
+        assert one["label"] == many["label"] and one["neutral"] == many["neutral"]
+        for c, p in one["probabilities"].items():
+            assert abs(p - many["probabilities"][c]) < 1e-6
+    # TorchServe batches several requests into one call: each row gets its own answer
+    plain = crops_body(crops[:2])
+    answers = handler.handle([{"body": plain}, rows[3], {"body": plain}], loaded.context)
+    assert [len(answers[0]), len(answers[2])] == [2, 2] and isinstance(answers[1], dict)
+    assert "neutral" not in answers[0][0] and "neutral" in answers[1]
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        np.zeros((2, 48, 48), np.float32),  # not uint8
+        np.zeros((2, 48, 40), np.uint8),  # not square
+        np.zeros((48, 48), np.uint8),  # no batch dimension
+    ],
+)
+def test_a_malformed_crops_tensor_is_the_clients_400(tensor: np.ndarray, tmp_path: Path) -> None:
+    loaded = open_archive(DEFAULT_MODEL_STORE / "compact.mar", tmp_path)
+    with pytest.raises(Exception, match="crops tensor") as info:
+        loaded.handler.handle([{"body": crops_body(tensor)}], loaded.context)
+    assert getattr(info.value, "error_code", None) == 400
+
+
+def _image(row: dict[str, bytes]) -> bytes:
+    return base64.b64decode(json.loads(row["body"])["image"])
 
 
 def test_exported_archive_carries_and_uses_its_base(derl_store: Path, tmp_path: Path) -> None:
@@ -71,9 +133,9 @@ def test_exported_archive_carries_and_uses_its_base(derl_store: Path, tmp_path: 
     assert handler_type is not ClassifierHandler
 
     rows = crop_rows(3, neutral=True)
-    assert loaded.handler.handle(rows, loaded.context) == ClassifierHandler().handle(
-        rows, loaded.context
-    )
+    current = ClassifierHandler()
+    current.load_dir(loaded.context.model_dir)
+    assert loaded.handler.handle(rows, loaded.context) == current.handle(rows, loaded.context)
 
 
 def test_handler_modules_define_one_class(
