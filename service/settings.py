@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         "smaller faces)",
     )
     detector_max_side: int = Field(
-        default=1280,
+        default=1920,
         ge=64,
         description="longest side the detector sees: larger images are shrunk further, "
         "which bounds the cost of large photos (their smallest faces may then be missed)",
