@@ -19,6 +19,7 @@ from service.api.metrics import MetricsMiddleware
 from service.api.web import install_web
 from service.catalog import ModelStore
 from service.faces import FaceDetector, RetinaFaceDetector
+from service.frontalization import log_framings
 from service.imaging import configure_pillow
 from service.inference import InferenceBackend, make_backend
 from service.jobs.kinds import JobRuntime
@@ -84,6 +85,7 @@ def create_app(
         store = ModelStore.from_settings(settings)
         if not store:
             log.error("no model archive in %s", settings.model_store)
+        log_framings(store)
         pipeline = FacePipeline.from_settings(
             settings, detector or RetinaFaceDetector.from_settings(settings)
         )

@@ -61,6 +61,7 @@ def _describe(photo: Path, answer: ClassifyResponse) -> str:
         b = face.box
         lines.append(
             f"  {i:2d}  {label(face):14s} box {b.x:.0f},{b.y:.0f} {b.width:.0f}x{b.height:.0f}"
+            + (f" (frontalized, yaw {face.yaw:+.0f})" if face.frontalized else "")
         )
     return "\n".join(lines)
 
@@ -79,7 +80,12 @@ async def _classify(args: argparse.Namespace) -> int:
         for photo in tqdm(args.photos, unit="photo", disable=not many, file=sys.stderr):
             try:
                 answer = await client.classify(
-                    photo, model=args.model, max_faces=args.max_faces, neutral=args.neutral
+                    photo,
+                    model=args.model,
+                    max_faces=args.max_faces,
+                    neutral=args.neutral,
+                    frontalize=args.frontalize or args.frontalize_min_yaw is not None,
+                    frontalize_min_yaw=args.frontalize_min_yaw,
                 )
             except (ServiceError, httpx.HTTPError, OSError) as exc:
                 failed += 1
@@ -117,6 +123,18 @@ def add_classify(subparsers: Subparsers) -> None:
     p.add_argument("--max-faces", type=int, help="classify at most this many faces, the largest")
     p.add_argument(
         "--neutral", action="store_true", help="DeRL only: also each face's neutral face"
+    )
+    p.add_argument(
+        "--frontalize",
+        action="store_true",
+        help="classify the frontal view of turned faces (needs a frontalize model)",
+    )
+    p.add_argument(
+        "--frontalize-min-yaw",
+        type=float,
+        metavar="DEG",
+        help="frontalize the faces turned by at least this many degrees (implies "
+        "--frontalize; default: the server's FER_FRONTALIZE_MIN_YAW)",
     )
     p.add_argument(
         "--draw",

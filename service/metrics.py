@@ -45,7 +45,8 @@ class Metrics:
         )
         self.steps = Histogram(
             "fer_step_duration_seconds",
-            "duration of one step of the face pipeline (decode, detect, align, classify)",
+            "duration of one step of the face pipeline (decode, detect, align, frontalize, "
+            "classify)",
             ["step"],
             buckets=STEP_BUCKETS,
             registry=r,

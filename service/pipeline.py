@@ -9,7 +9,7 @@ the box, landmarks and score that the response schemas carry.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,12 +55,24 @@ def image_info(image: DecodedImage) -> ImageInfo:
 
 @dataclass
 class Analysis:
-    """The CPU-bound part of a /classify request: decoded image, faces and their crops."""
+    """The CPU-bound part of a /classify request: decoded image, faces and their crops.
+
+    `faces` are in the coordinates of the image file (what responses report), `detected`
+    the same faces in those of `image.image` (what crops are cut from)."""
 
     image: DecodedImage
     faces: list[Detection]
     crops: list[np.ndarray]
     timings: dict[str, float]
+    spec: InputSpec
+    detected: list[Detection]
+
+    def crops_as(self, spec: InputSpec, indices: Sequence[int]) -> list[np.ndarray]:
+        """The crops of faces `indices` aligned as `spec` describes (the analysed crops
+        themselves when `spec` is the one they were made with)."""
+        if spec == self.spec:
+            return [self.crops[i] for i in indices]
+        return crops_for(self.image.image, [self.detected[i] for i in indices], spec)
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,8 @@ class FacePipeline:
         crops = crops_for(image.image, faces, spec)
         t3 = time.perf_counter()
         timings = {"decode": t1 - t0, "detect": t2 - t1, "align": t3 - t2}
-        return Analysis(image, [f.scaled(image.scale) for f in faces], crops, timings)
+        scaled = [f.scaled(image.scale) for f in faces]
+        return Analysis(image, scaled, crops, timings, spec, faces)
 
     def decode_upload(self, name: str, data: bytes) -> DecodedImage:
         """Decode the upload `name`; its 4xx problems name it in their detail."""

@@ -80,6 +80,11 @@ class Face(BaseModel):
         description="head yaw in degrees estimated from the 5 landmarks (positive: the face "
         "turns towards the image's right), clamped to +-75",
     )
+    frontalized: bool = Field(
+        default=False,
+        description="with `frontalize=true`: whether this face, turned by at least the "
+        "threshold, was classified from its generated frontal view (always false otherwise)",
+    )
     expression: str = Field(description="the most probable expression")
     probabilities: dict[str, float] = Field(
         description="probability of every expression class (they sum to 1)",
@@ -128,11 +133,37 @@ class ClassifyResponse(BaseModel):
                             },
                             "score": 0.9993,
                             "yaw": -2.1,
+                            "frontalized": False,
                             "expression": "happy",
                             "probabilities": PROBABILITIES_EXAMPLE,
+                            "neutral_face": None,
                         }
                     ],
-                }
+                    "frontalizer": None,
+                },
+                {
+                    "image": {"width": 640, "height": 480, "format": "JPEG"},
+                    "model": {"name": "compact", "version": "1.0"},
+                    "faces": [
+                        {
+                            "box": {"x": 301.5, "y": 122.0, "width": 118.4, "height": 150.2},
+                            "landmarks": {
+                                "eye_left": {"x": 333.0, "y": 176.9},
+                                "eye_right": {"x": 376.1, "y": 174.2},
+                                "nose": {"x": 367.0, "y": 207.5},
+                                "mouth_left": {"x": 335.2, "y": 235.6},
+                                "mouth_right": {"x": 370.9, "y": 233.8},
+                            },
+                            "score": 0.9987,
+                            "yaw": 37.3,
+                            "frontalized": True,
+                            "expression": "happy",
+                            "probabilities": PROBABILITIES_EXAMPLE,
+                            "neutral_face": None,
+                        }
+                    ],
+                    "frontalizer": {"name": "frontalize", "version": "1.0"},
+                },
             ]
         }
     )
@@ -140,6 +171,10 @@ class ClassifyResponse(BaseModel):
     image: ImageInfo
     model: ModelRef
     faces: list[Face]
+    frontalizer: ModelRef | None = Field(
+        default=None,
+        description="with `frontalize=true`: the model that generated the frontal views",
+    )
 
 
 class ModelInfo(BaseModel):

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     max_faces: int = Field(
         default=50, ge=1, description="most faces classified per image (the largest are kept)"
     )
+    frontalize_min_yaw: float = Field(
+        default=20.0,
+        ge=0,
+        le=90,
+        description="/classify?frontalize=true: faces whose estimated |yaw| is at least this "
+        "many degrees are frontalized before they are classified (the request's "
+        "`frontalize_min_yaw` overrides it)",
+    )
     detector_score_threshold: float = Field(
         default=0.8, gt=0, lt=1, description="face detector confidence threshold"
     )

@@ -58,7 +58,12 @@ def upload(source: ImageSource, name: str = "image") -> tuple[str, bytes, str]:
 
 
 def classify_call(
-    image: ImageSource, model: str | None, max_faces: int | None, neutral: bool
+    image: ImageSource,
+    model: str | None,
+    max_faces: int | None,
+    neutral: bool,
+    frontalize: bool = False,
+    frontalize_min_yaw: float | None = None,
 ) -> Call:
     """`POST /classify` of one image."""
     params: dict[str, Any] = {}
@@ -68,6 +73,10 @@ def classify_call(
         params["max_faces"] = max_faces
     if neutral:
         params["neutral"] = "true"
+    if frontalize:
+        params["frontalize"] = "true"
+        if frontalize_min_yaw is not None:
+            params["frontalize_min_yaw"] = frontalize_min_yaw
     return Call("POST", "/classify", params, files={"image": upload(image)})
 
 

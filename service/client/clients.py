@@ -104,9 +104,12 @@ class Client:
         model: str | None = None,
         max_faces: int | None = None,
         neutral: bool = False,
+        frontalize: bool = False,
+        frontalize_min_yaw: float | None = None,
     ) -> ClassifyResponse:
-        """Every face of `image` with its expression (`POST /classify`)."""
-        call = classify_call(image, model, max_faces, neutral)
+        """Every face of `image` with its expression (`POST /classify`); `frontalize`: the
+        turned faces' frontal views (|yaw| at least `frontalize_min_yaw`)."""
+        call = classify_call(image, model, max_faces, neutral, frontalize, frontalize_min_yaw)
         return self.run(self.flows.fetch_as(call, ClassifyResponse))
 
     def models(self) -> ModelList:
@@ -251,9 +254,12 @@ class AsyncClient:
         model: str | None = None,
         max_faces: int | None = None,
         neutral: bool = False,
+        frontalize: bool = False,
+        frontalize_min_yaw: float | None = None,
     ) -> ClassifyResponse:
-        """Every face of `image` with its expression (`POST /classify`)."""
-        call = classify_call(image, model, max_faces, neutral)
+        """Every face of `image` with its expression (`POST /classify`); `frontalize`: the
+        turned faces' frontal views (|yaw| at least `frontalize_min_yaw`)."""
+        call = classify_call(image, model, max_faces, neutral, frontalize, frontalize_min_yaw)
         return await self.run(self.flows.fetch_as(call, ClassifyResponse))
 
     async def models(self) -> ModelList:

@@ -56,6 +56,10 @@ def test_classify_gives_typed_faces(gateway: Gateway) -> None:
         two = client.classify(MULTI.read_bytes(), model="derl", max_faces=2, neutral=True)
         assert len(two.faces) == 2 and two.model.name == "derl"
         assert all(f.neutral_face for f in two.faces)
+        turned = client.classify(MULTI, frontalize=True, frontalize_min_yaw=0)
+        assert all(f.frontalized for f in turned.faces) and len(turned.faces) == 5
+        assert turned.frontalizer is not None and turned.frontalizer.name == "frontalize"
+        assert not any(f.frontalized for f in answer.faces) and answer.frontalizer is None
         models = client.models()
         assert models.default == GATEWAY_DEFAULT
         assert {m.name: m.kind for m in models.models} == {

@@ -73,6 +73,14 @@ def test_text_output_and_errors(
     assert "No such model: no model 'resnet'" in capsys.readouterr().err
 
 
+def test_classify_frontalized(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["classify", str(MULTI), "--frontalize-min-yaw", "0", "--url", gateway.url]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("(frontalized, yaw") == 5
+    assert main(["classify", str(MULTI), "--frontalize", "--url", gateway.url]) == 0
+    assert "(frontalized" not in capsys.readouterr().out  # yaws of -8 to +16, under 20
+
+
 def test_transfer_writes_the_png(
     gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

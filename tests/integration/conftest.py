@@ -3,12 +3,11 @@
 `torchserve` (session scope) starts TorchServe 0.12 from this venv on free loopback ports,
 in a private working folder (its own TMPDIR, logs and config, written from the project's
 `model_store/config.properties`), loads `compact` from `model_store/compact.mar`, a
-tiny test `derl` and a tiny test `tdgan` (both exported by this checkout's
-`training/export.py`, so they carry its handlers), waits until their workers are READY and
-stops it at the end, checking that no process it started (Java frontend, Python workers)
-survives. Use its
-`inference_url`, `management_url` and `metrics_url` (base URLs, no trailing slash) and
-`model_store`.
+tiny test `derl`, a tiny test `tdgan` and a tiny test `frontalize` (all exported by this
+checkout's `training/export.py`, so they carry its handlers), waits until their workers are
+READY and stops it at the end, checking that no process it started (Java frontend, Python
+workers) survives. Use its `inference_url`, `management_url` and `metrics_url` (base URLs,
+no trailing slash) and `model_store`.
 """
 
 from __future__ import annotations
@@ -55,11 +54,13 @@ def processes_mentioning() -> Callable[[str], list[str]]:
 def model_store(
     derl_store: Path,
     transfer_store: Callable[[float], Path],
+    frontalize_store: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """The store the session's TorchServe serves: the repository's trained `compact.mar`
     (exported before the shared handler base), and a tiny test `derl.mar` (the neutral-face
-    path) and `tdgan.mar` (the generator handler) exported now."""
+    path), `tdgan.mar` (the generator handler) and `frontalize.mar` (frontalize-then-
+    classify) exported now."""
     shipped = MODEL_STORE / f"{MODEL}.mar"
     if not shipped.exists():
         pytest.fail(f"{shipped} is missing: it is committed; `make models` rebuilds it")
@@ -67,6 +68,7 @@ def model_store(
     shutil.copy(shipped, store / shipped.name)
     shutil.copy(derl_store / "derl.mar", store / "derl.mar")
     shutil.copy(transfer_store(0.0) / "tdgan.mar", store / "tdgan.mar")
+    shutil.copy(frontalize_store / "frontalize.mar", store / "frontalize.mar")
     return store
 
 
@@ -76,7 +78,7 @@ def torchserve(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     cfg = local_config(
         model_store,
         MODEL_STORE / CONFIG_NAME,
-        models=[MODEL, "derl", "tdgan"],
+        models=[MODEL, "derl", "tdgan", "frontalize"],
         ports=free_ports(5),
     )
     cfg.number_of_gpu = 0  # the reference runs on the CPU; so must TorchServe

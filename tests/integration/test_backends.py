@@ -182,3 +182,41 @@ def test_generated_faces_agree(torchserve: TorchServe, model_store: Path) -> Non
     image_b = np.asarray(Image.open(io.BytesIO(theirs.image)), dtype=int)
     assert image_a.shape == (64, 64, 3)
     assert np.abs(image_a - image_b).max() <= 1
+
+
+def test_frontalize_then_classify_in_both_modes(torchserve: TorchServe, model_store: Path) -> None:
+    """`/classify?frontalize=true` through TorchServe (the tiny test frontalizer, then
+    compact) marks and classifies the faces as the embedded gateway does."""
+    data = (DATA / "multi_face.jpg").read_bytes()
+    common = {"model_store": model_store, "models": ["compact", "frontalize"]}
+    local = create_app(Settings(backend="local", **common))  # type: ignore[arg-type]
+    remote = create_app(
+        Settings(  # type: ignore[arg-type]
+            backend="torchserve",
+            torchserve_url=torchserve.inference_url,
+            torchserve_management_url=torchserve.management_url,
+            **common,
+        )
+    )
+    params = {"frontalize": "true", "frontalize_min_yaw": 5}
+    with TestClient(local) as a, TestClient(remote) as b:
+        mine, theirs = (
+            c.post("/classify", files={"image": ("multi_face.jpg", data)}, params=params)
+            for c in (a, b)
+        )
+        plain = b.post("/classify", files={"image": ("multi_face.jpg", data)}).json()
+    assert mine.status_code == theirs.status_code == 200, (mine.text, theirs.text)
+    assert "frontalize;dur=" in theirs.headers["server-timing"]
+    x, y = mine.json(), theirs.json()
+    assert x["frontalizer"] == y["frontalizer"] == {"name": "frontalize", "version": "0.0-test"}
+    marks = [f["frontalized"] for f in y["faces"]]
+    assert (
+        marks == [abs(f["yaw"]) >= 5 for f in y["faces"]] == [f["frontalized"] for f in x["faces"]]
+    )
+    assert any(marks) and not all(marks)  # multi_face.jpg: yaws of -8 to +16
+    for fa, fb, fp in zip(x["faces"], y["faces"], plain["faces"], strict=True):
+        # the generated PNGs may differ by 1 grey level between the two processes
+        for c, p in fa["probabilities"].items():
+            assert abs(p - fb["probabilities"][c]) <= 0.01
+        if not fb["frontalized"]:
+            assert fb["probabilities"] == pytest.approx(fp["probabilities"], abs=TOLERANCE)
