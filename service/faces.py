@@ -59,8 +59,11 @@ class Detection:
 class FaceDetector(Protocol):
     """Finds faces and their 5 landmarks in an RGB image."""
 
-    def detect(self, image: np.ndarray | Image.Image) -> list[Detection]:
-        """Faces in `image` (RGB: uint8 [H, W, 3] or a Pillow image), in any order."""
+    def detect(
+        self, image: np.ndarray | Image.Image, min_face: int | None = None
+    ) -> list[Detection]:
+        """Faces in `image` (RGB: uint8 [H, W, 3] or a Pillow image), in any order, down to
+        `min_face` pixels wide (None: the detector's default)."""
         ...
 
 
@@ -167,7 +170,7 @@ class RetinaFaceDetector:
         self,
         score_threshold: float = 0.8,
         nms_threshold: float = 0.4,
-        min_face: int = 40,
+        min_face: int = 48,
         max_side: int = 1920,
         threads: int = 1,
     ) -> None:
@@ -197,12 +200,14 @@ class RetinaFaceDetector:
             threads=settings.detector_threads,
         )
 
-    def detect(self, image: np.ndarray | Image.Image) -> list[Detection]:
+    def detect(
+        self, image: np.ndarray | Image.Image, min_face: int | None = None
+    ) -> list[Detection]:
         """Faces in `image` (RGB: uint8 [H, W, 3] or a Pillow image) scoring above the
-        threshold."""
+        threshold, down to `min_face` pixels wide (default: the detector's `min_face`)."""
         picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
         width, height = picture.size
-        factor = reduction(width, height, self.min_face, self.max_side)
+        factor = reduction(width, height, min_face or self.min_face, self.max_side)
         if factor > 1:
             picture = picture.reduce(factor)
         scale = 1.0 / factor  # reduced pixel (x, y) covers original pixels k*x .. k*x + k

@@ -96,19 +96,25 @@ class FacePipeline:
         """The pipeline `settings` configure, around `detector`."""
         return cls(ImageLimits.from_settings(settings), detector, settings.decode_min_side)
 
-    def detect(self, image: DecodedImage) -> list[Detection]:
-        """The faces of `image` (in the coordinates of `image.image`), largest first."""
-        faces = self.detector.detect(image.image)
+    def detect(self, image: DecodedImage, min_face: int | None = None) -> list[Detection]:
+        """The faces of `image` (in the coordinates of `image.image`), largest first;
+        `min_face`: the smallest face to find, in pixels of the image file (default: the
+        detector's own)."""
+        if min_face is not None:  # in pixels of the decoded (perhaps reduced) image
+            min_face = max(1, round(min_face / image.scale))
+        faces = self.detector.detect(image.image, min_face)
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
-    def analyse(self, data: bytes, spec: InputSpec, max_faces: int) -> Analysis:
-        """Decode, detect (keeping the `max_faces` largest faces) and align, timing each
-        step. `faces` are in the coordinates of the image file, whatever scale it was
-        decoded at."""
+    def analyse(
+        self, data: bytes, spec: InputSpec, max_faces: int, min_face: int | None = None
+    ) -> Analysis:
+        """Decode, detect (keeping the `max_faces` largest faces, finding faces down to
+        `min_face` pixels) and align, timing each step. `faces` are in the coordinates of
+        the image file, whatever scale it was decoded at."""
         t0 = time.perf_counter()
         image = decode(data, self.limits, self.decode_min_side)
         t1 = time.perf_counter()
-        faces = self.detect(image)[:max_faces]
+        faces = self.detect(image, min_face)[:max_faces]
         t2 = time.perf_counter()
         crops = crops_for(image.image, faces, spec)
         t3 = time.perf_counter()

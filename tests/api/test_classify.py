@@ -113,3 +113,18 @@ def test_exif_orientation_is_applied(client: TestClient, photo: Callable[[str], 
     body = classify(client, buf.getvalue()).json()
     assert body["image"]["width"] == 512 and len(body["faces"]) == 1
     assert body["faces"][0]["expression"] == "happy"
+
+
+def test_min_face_sets_how_small_a_face_is_found(
+    client: TestClient, photo: Callable[[str], bytes]
+) -> None:
+    """A smaller `min_face` detects at full size: the same face, found as well; a value
+    under the floor is a 422 problem."""
+    default = classify(client, photo("astronaut.jpg")).json()["faces"]
+    full = classify(client, photo("astronaut.jpg"), min_face=24)
+    assert full.status_code == 200, full.text
+    (face,) = full.json()["faces"]
+    assert abs(face["box"]["x"] - default[0]["box"]["x"]) < 8
+    bad = classify(client, photo("astronaut.jpg"), min_face=4)
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")

@@ -12,10 +12,12 @@ from PIL import Image, ImageDraw
 from service.archive import InputSpec
 from service.faces import (
     FRAMINGS,
+    RELIABLE_FACE_PX,
     RetinaFaceDetector,
     align,
     crops_for,
     nms,
+    reduction,
     similarity_transform,
 )
 
@@ -112,3 +114,54 @@ def test_crops_for_a_gray_model(detector: RetinaFaceDetector) -> None:
     assert crop.shape == (48, 48) and crop.dtype == np.uint8 and crop.std() > 20
     rgb = SPEC.model_copy(update={"color": "rgb", "channels": 3})
     assert crops_for(image, faces, rgb)[0].shape == (48, 48, 3)
+
+
+@pytest.mark.parametrize(
+    ("size", "min_face", "max_side", "factor"),
+    [
+        ((512, 512), 48, 1920, 2),  # a portrait: halved
+        ((512, 512), 24, 1920, 1),  # small faces asked for: full size
+        ((1920, 1080), 40, 1920, 1),  # a 1080p frame with 40 px faces: full size
+        ((1920, 1080), 100, 1920, 4),
+        ((4000, 3000), 48, 1920, 3),  # the cost bound wins over min_face
+        ((30, 20), 48, 1920, 2),
+    ],
+)
+def test_reduction_keeps_the_smallest_face_detectable(
+    size: tuple[int, int], min_face: int, max_side: int, factor: int
+) -> None:
+    assert reduction(*size, min_face, max_side) == factor
+    # the smallest face asked for stays at least RELIABLE_FACE_PX in the detector's input,
+    # unless the cost bound had to shrink further
+    if math.ceil(max(size) / max_side) <= min_face // RELIABLE_FACE_PX:
+        assert min_face / factor >= RELIABLE_FACE_PX
+
+
+def small_face_frame(width: int) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """A gray 1920x1080 frame with the astronaut's face pasted `width` px wide; its box."""
+    photo = Image.open(DATA / "astronaut.jpg").convert("RGB")
+    (face,) = RetinaFaceDetector(min_face=8).detect(photo)
+    x1, y1, x2, y2 = face.box
+    scale = width / (x2 - x1)
+    small = photo.resize((round(photo.width * scale), round(photo.height * scale)))
+    frame = Image.new("RGB", (1920, 1080), (128, 128, 128))
+    frame.paste(small, (900, 500))
+    return frame, (900 + x1 * scale, 500 + y1 * scale, 900 + x2 * scale, 500 + y2 * scale)
+
+
+def test_min_face_finds_small_faces_in_a_1080p_frame(detector: RetinaFaceDetector) -> None:
+    frame, (x1, y1, x2, y2) = small_face_frame(30)
+    assert reduction(*frame.size, detector.min_face, detector.max_side) == 2  # default: halved
+    (face,) = detector.detect(frame, min_face=30)  # full size
+    bx1, by1, bx2, by2 = face.box
+    assert abs(bx1 - x1) < 6 and abs(by1 - y1) < 6 and abs(bx2 - x2) < 6 and abs(by2 - y2) < 6
+
+
+def test_a_reduced_detection_maps_back_to_the_image(detector: RetinaFaceDetector) -> None:
+    photo = Image.open(DATA / "astronaut.jpg").convert("RGB")
+    (full,) = detector.detect(photo, min_face=24)  # full size
+    (half,) = detector.detect(photo)  # halved
+    assert np.abs(np.subtract(full.box, half.box)).max() < 8
+    assert (
+        np.abs(full.landmarks - half.landmarks).max() < 8
+    )  # 5% of the face: the network's own spread
