@@ -141,11 +141,20 @@ class LocalBackend:
     """Runs the archives' own handlers in this process (the embedded default)."""
 
     def __init__(
-        self, cache_dir: Path | None = None, runtime: str = "auto", threads: int = 0
+        self,
+        cache_dir: Path | None = None,
+        runtime: str = "auto",
+        threads: int = 0,
+        device: str = "cpu",
     ) -> None:
         self.cache_dir = cache_dir
-        # Where the handlers run their networks (service/handlers/runtime.py).
-        self.properties = {"fer_runtime": runtime, "fer_threads": threads}
+        # Where the handlers run their networks (service/handlers/runtime.py), and on which
+        # device: TorchServe's `gpu_id` property, which the handlers read.
+        self.properties: dict[str, Any] = {
+            "fer_runtime": runtime,
+            "fer_threads": threads,
+            "gpu_id": gpu_id(device),
+        }
         self._loaded: dict[str, LoadedArchive] = {}
         self._failed: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -348,8 +357,24 @@ def _torchserve_message(response: httpx.Response) -> str:
     return response.text[:300]
 
 
+def gpu_id(device: str) -> int | None:
+    """The GPU the embedded backend's handlers use for FER_DEVICE `device` (`auto`: the
+    first GPU when torch sees one; `cuda`: that GPU, or an error without one)."""
+    if device == "cpu":
+        return None
+    import torch  # only here: a gateway with the TorchServe backend needs no torch
+
+    if torch.cuda.is_available():
+        return 0
+    if device == "cuda":
+        raise RuntimeError("FER_DEVICE=cuda, but torch sees no CUDA device")
+    return None
+
+
 def make_backend(settings: Settings) -> InferenceBackend:
     """The backend `settings.backend` names."""
     if settings.backend == "torchserve":
         return TorchServeBackend.from_settings(settings)
-    return LocalBackend(runtime=settings.model_runtime, threads=settings.model_threads)
+    return LocalBackend(
+        runtime=settings.model_runtime, threads=settings.model_threads, device=settings.device
+    )

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     detector_threads: int = Field(
         default=1, ge=1, description="onnxruntime threads of the detector"
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="where the embedded backend runs the models: `auto` is the first GPU "
+        "when torch sees one, else the CPU (TorchServe places its workers itself)",
+    )
     model_runtime: Literal["auto", "torch", "onnx"] = Field(
         default="auto",
         description="where the classifiers' networks run: `auto` is ONNX Runtime on the CPU "

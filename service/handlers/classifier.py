@@ -75,6 +75,7 @@ class ClassifierHandler(
         size = self.input_size
         example = torch.zeros(2, 1, size, size, device=self.device)
         self.engine, self.run = runtime.choose(self.net, example, self.device, self.properties)
+        runtime.log.info("the network runs in %s on %s", self.engine, self.device)
 
     # -- decode ---------------------------------------------------------------------------
     @staticmethod

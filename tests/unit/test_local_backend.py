@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.catalog import scan
-from service.inference import LocalBackend
+from service.inference import LocalBackend, gpu_id
 from service.problems import ModelNotReady
 from service.settings import DEFAULT_MODEL_STORE
 
@@ -43,3 +43,31 @@ def test_local_backend_predicts_and_reports_readiness() -> None:
         await backend.close()
 
     asyncio.run(scenario())
+
+
+def test_the_runtime_settings_reach_the_handlers() -> None:
+    """FER_MODEL_RUNTIME and FER_DEVICE, as the embedded backend passes them on."""
+    compact = scan(DEFAULT_MODEL_STORE)["compact"]
+
+    async def engine(runtime: str) -> str:
+        backend = LocalBackend(runtime=runtime, threads=1, device="cpu")
+        await backend.start([compact])
+        try:
+            return str(backend._loaded["compact"].handler.engine)
+        finally:
+            await backend.close()
+
+    assert asyncio.run(engine("torch")) == "torch"
+    assert asyncio.run(engine("onnx")) == "onnx"
+
+
+def test_device_selection() -> None:
+    import torch
+
+    assert gpu_id("cpu") is None
+    if torch.cuda.is_available():
+        assert gpu_id("auto") == 0 and gpu_id("cuda") == 0
+    else:
+        assert gpu_id("auto") is None
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            gpu_id("cuda")
