@@ -146,8 +146,10 @@ class LocalBackend:
         runtime: str = "auto",
         threads: int = 0,
         device: str = "cpu",
+        torch_threads: int = 0,
     ) -> None:
         self.cache_dir = cache_dir
+        self.torch_threads = torch_threads
         # Where the handlers run their networks (service/handlers/runtime.py), and on which
         # device: TorchServe's `gpu_id` property, which the handlers read.
         self.properties: dict[str, Any] = {
@@ -161,6 +163,12 @@ class LocalBackend:
 
     async def start(self, models: Sequence[ModelEntry]) -> None:
         """Load every archive (in a worker thread); one that fails is reported not ready."""
+        if self.torch_threads and models:
+            import torch  # only here: a gateway with the TorchServe backend needs no torch
+
+            # Process-wide: PyTorch's idle OpenMP threads otherwise spin on the cores that
+            # the detector and ONNX Runtime need (measured: 32 -> 23 ms a one-face photo).
+            torch.set_num_threads(self.torch_threads)
         for entry in models:
             try:
                 loaded = await asyncio.to_thread(
@@ -376,5 +384,8 @@ def make_backend(settings: Settings) -> InferenceBackend:
     if settings.backend == "torchserve":
         return TorchServeBackend.from_settings(settings)
     return LocalBackend(
-        runtime=settings.model_runtime, threads=settings.model_threads, device=settings.device
+        runtime=settings.model_runtime,
+        threads=settings.model_threads,
+        device=settings.device,
+        torch_threads=settings.torch_threads,
     )

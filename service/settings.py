@@ -117,6 +117,15 @@ class Settings(BaseSettings):
         ge=0,
         description="ONNX Runtime threads of each classifier (0: one per core)",
     )
+    torch_threads: int = Field(
+        default=1,
+        ge=0,
+        description="PyTorch intra-op threads of the embedded backend's process (0: "
+        "PyTorch's default, one per core). 1 by default: the classifiers run in ONNX "
+        "Runtime with threads of their own, and idle PyTorch threads would spin on the "
+        "cores the detector and ONNX Runtime use; what runs in PyTorch (generators of "
+        "queued jobs, classifiers without ONNX Runtime) then uses one core",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # -- abuse limits, auth, URLs (service/api/guard.py, service/api/uploads.py) ---------------

@@ -61,6 +61,20 @@ def test_the_runtime_settings_reach_the_handlers() -> None:
     assert asyncio.run(engine("onnx")) == "onnx"
 
 
+def test_torch_threads_apply_to_the_process() -> None:
+    import torch
+
+    compact = scan(DEFAULT_MODEL_STORE)["compact"]
+    before = torch.get_num_threads()
+    try:
+        backend = LocalBackend(torch_threads=1)
+        asyncio.run(backend.start([compact]))
+        assert torch.get_num_threads() == 1
+        asyncio.run(backend.close())
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_device_selection() -> None:
     import torch
 
