@@ -166,6 +166,7 @@ def torchserve_process(models: list[str], batching: tuple[int, int] | None = Non
         size, delay = batching
         cfg.settings = {m: ModelSettings(batch_size=size, max_batch_delay_ms=delay) for m in models}
     env = {k: v for k, v in os.environ.items() if not k.startswith("TS_")}
+    env.setdefault("FER_TORCH_THREADS", "1")  # as the gateway's default (see settings)
     with tempfile.TemporaryDirectory(prefix="fer-bench-ts-") as tmp:
         server = TorchServe(cfg, workdir=Path(tmp), env=env)
         server.start()

@@ -102,7 +102,7 @@ def choose(
     if name == "onnx" and device.type != "cpu":
         raise ValueError("the onnx runtime runs on the CPU only")
     try:
-        return "onnx", onnx_runner(model, example, threads)
+        runner = onnx_runner(model, example, threads)
     except ImportError:
         if name == "onnx":
             raise
@@ -111,4 +111,12 @@ def choose(
         if name == "onnx":
             raise
         log.warning("ONNX export failed: the network runs in PyTorch", exc_info=True)
+    else:
+        # A model server's worker (TorchServe) that runs its network in ONNX Runtime uses
+        # PyTorch only for trivial tensor work: FER_TORCH_THREADS=1 keeps PyTorch's idle
+        # OpenMP threads from spinning on ONNX Runtime's cores (as the gateway does).
+        torch_threads = int(os.environ.get("FER_TORCH_THREADS") or 0)
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        return "onnx", runner
     return "torch", torch_runner(model)
