@@ -124,8 +124,9 @@ class ClassifierHandler(
 
     def batch(self, crops: np.ndarray) -> torch.Tensor:
         """uint8 [N, S, S] to the normalised float batch [N, 1, S, S] the network expects."""
-        x = torch.from_numpy(np.ascontiguousarray(crops)).float().div_(255.0)
-        return self.normalise(x).unsqueeze(1).to(self.device)
+        # uint8 to the device first: a quarter of the bytes of float32 cross the bus
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).float().div_(255.0)
+        return self.normalise(x).unsqueeze(1)
 
     def decode(self, data: list[Any]) -> ClassifierHandler.Crops:
         """A batch of request rows (single crops or `.npy` batches) as one tensor;
