@@ -135,3 +135,58 @@ def frontalize_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # and the shipped compact classifier, so that the app has a default model
     shutil.copy(Path(__file__).resolve().parents[1] / "model_store" / "compact.mar", store)
     return store
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+#: FFmpeg muxer and encoder of each container the clip fixture writes.
+CLIP_FORMATS = {"mp4": ("mp4", "libx264"), "webm": ("webm", "libvpx"), "avi": ("avi", "mpeg4")}
+
+
+def encode_clip(
+    photos: list[str], seconds: float = 1.0, rate: int = 10, container: str = "mp4"
+) -> bytes:
+    """A real clip made with PyAV: each photo of tests/data (or `"blank"`, a grey frame)
+    shown for `seconds` in turn, at `rate` frames a second, 320x240 (photos letterboxed)."""
+    import io
+
+    import av
+    from PIL import Image, ImageOps
+
+    size = (320, 240)
+    frames = []
+    for name in photos:
+        if name == "blank":
+            frames.append(Image.new("RGB", size, (110, 110, 110)))
+        else:
+            with Image.open(DATA / name) as photo:
+                frames.append(ImageOps.pad(photo.convert("RGB"), size, color=(0, 0, 0)))
+    muxer, codec = CLIP_FORMATS[container]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=muxer) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for _ in range(round(seconds * rate)):
+                for packet in stream.encode(av.VideoFrame.from_image(frame)):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def clip() -> Callable[..., bytes]:
+    """`encode_clip`: a real small clip of test photos, encoded now (cached per session)."""
+    made: dict[tuple[object, ...], bytes] = {}
+
+    def make(
+        photos: list[str], seconds: float = 1.0, rate: int = 10, container: str = "mp4"
+    ) -> bytes:
+        key = (tuple(photos), seconds, rate, container)
+        if key not in made:
+            made[key] = encode_clip(photos, seconds, rate, container)
+        return made[key]
+
+    return make

@@ -29,4 +29,5 @@ HANDLER_FOR_KIND = {
     "derl": "classifier.py",
     "transfer": "generator.py",
     "frontalizer": "generator.py",
+    "sequence": "sequence.py",
 }
