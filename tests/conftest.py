@@ -190,3 +190,41 @@ def clip() -> Callable[..., bytes]:
         return made[key]
 
     return make
+
+
+def export_untrained_sequence(store: Path) -> Path:
+    """Write `store/sequence.mar`: the frame-to-sequence network (training/nets/sequence.py)
+    over the shipped compact classifier's backbone, its GRU head untrained, exported as a
+    real sequence archive (the handler, both network sources, fp16 weights). For plumbing
+    tests only; `fer-train sequence` trains the real one."""
+    import torch
+
+    from training.evaluate import load_handler
+    from training.export import export
+    from training.nets.sequence import FrameToSequence
+    from training.train import checkpoint
+    from training.train.sequence import SequenceConfig, metadata
+
+    torch.manual_seed(0)
+    frame = load_handler(REPO_STORE / "compact.mar")
+    meta = metadata(SequenceConfig(), frame.metadata)
+    net = FrameToSequence(**meta["net"]["kwargs"])
+    net.backbone.load_state_dict(frame.model.state_dict())
+    ckpt = store.parent / "untrained-sequence.pt"
+    checkpoint.save({"model": net.state_dict(), "metadata": meta, "parameters": 1}, ckpt)
+    return export(ckpt, "sequence", "0.0-test", store, fp16=True)
+
+
+REPO_STORE = Path(__file__).resolve().parents[1] / "model_store"
+
+
+@pytest.fixture(scope="session")
+def sequence_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store with the shipped `compact.mar` and an untrained test `sequence.mar`
+    (see `export_untrained_sequence`)."""
+    import shutil
+
+    store = tmp_path_factory.mktemp("sequence-store") / "store"
+    export_untrained_sequence(store)
+    shutil.copy(REPO_STORE / "compact.mar", store)
+    return store

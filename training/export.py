@@ -61,12 +61,15 @@ def export(ckpt_path: Path, name: str, version: str, store: Path, fp16: bool = F
         (t / METADATA_FILE).write_text(json.dumps(meta, indent=1))
         (t / MODEL_CONFIG_FILE).write_text(MODEL_CONFIG)
         torch.save(weights, t / WEIGHTS_FILE)
-        shutil.copy(NETS / meta["net"]["file"], t / meta["net"]["file"])
+        # The network's source, and the sources it loads from beside itself.
+        sources = [meta["net"]["file"], *meta["net"].get("files", [])]
+        for source in sources:
+            shutil.copy(NETS / source, t / source)
         handler = HANDLER_FOR_KIND[meta.get("kind", "classifier")]
         # The handler imports the shared modules, which travel with it.
         for module in (handler, *SHARED_FILES):
             shutil.copy(HANDLERS / module, t / module)
-        extra = [METADATA_FILE, meta["net"]["file"], *SHARED_FILES]
+        extra = [METADATA_FILE, *sources, *SHARED_FILES]
         cmd = [
             str(Path(sys.executable).parent / "torch-model-archiver"),
             "--model-name",

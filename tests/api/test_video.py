@@ -178,3 +178,27 @@ def test_limits_of_pixels_and_duration(clip: Clip, assert_problem: Any) -> None:
                 assert_problem(r, 413, slug)
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def test_tracks_are_labelled_by_the_sequence_model(sequence_store: Path) -> None:
+    """With a `sequence` archive in the store, each track's label is its answer on the
+    track's crops (an untrained test archive here: only the plumbing is checked)."""
+    from service.app import create_app
+
+    settings = Settings(model_store=sequence_store, jobs="local")
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+            body = result(c, SINGLE_FACE.read_bytes(), fps=2)
+            assert body["label_source"] == "sequence"
+            assert body["sequence_model"] == {"name": "sequence", "version": "0.0-test"}
+            (track,) = body["tracks"]
+            assert track["label_source"] == "sequence"
+            assert sum(track["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+            assert track["expression"] in track["probabilities"]
+            ready = c.get("/readyz").json()["capabilities"]["video"]
+            assert ready["ok"] and "'sequence'" in ready["detail"]
+            models = {m["name"]: m["kind"] for m in c.get("/models").json()["models"]}
+            assert models == {"compact": "classifier", "sequence": "sequence"}
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
