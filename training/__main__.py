@@ -386,6 +386,7 @@ def cmd_sequence(args: argparse.Namespace) -> int:
     cfg = SequenceConfig(
         backbone=args.backbone,
         epochs=args.epochs,
+        passes=args.passes,
         hidden=args.hidden,
         lr=args.lr,
         seed=args.seed,
@@ -667,7 +668,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ckplus", required=True, help="the CK+ npz (sequences, onsets, folds)")
     s.add_argument("--backbone", default="model_store/compact.mar", help="compact .mar or .pt")
     s.add_argument("--out", required=True)
-    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--epochs", type=int, default=8, help="epochs of --passes passes each")
+    s.add_argument("--passes", type=int, default=4, help="passes over the data per epoch")
     s.add_argument("--hidden", type=int, default=64, help="GRU width")
     s.add_argument("--lr", type=float, default=2e-3)
     s.add_argument("--synthetic", type=int, default=700, help="synthetic onset sequences")

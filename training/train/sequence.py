@@ -42,7 +42,8 @@ class SequenceConfig:
     backbone: str = "model_store/compact.mar"  # the frame classifier whose features it reads
     hidden: int = 64
     dropout: float = 0.2
-    epochs: int = 30
+    epochs: int = 8
+    passes: int = 4  # passes over the training sequences per epoch (then validate, save)
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -130,7 +131,8 @@ class SequenceMethod(Method):
         self.parameters = sum(p.numel() for p in trainable)
         self.opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.epochs = cfg.epochs
-        self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        self.per_pass = max(1, len(train) // cfg.batch_size)
+        self.steps_per_epoch = self.per_pass * cfg.passes
         self.order = torch.arange(len(train), device=device)
 
     def _features(self, pool: np.ndarray) -> torch.Tensor:
@@ -164,7 +166,9 @@ class SequenceMethod(Method):
         self.opt.load_state_dict(state["optimizer"])
 
     def begin_epoch(self, epoch: int) -> None:
-        self.order = torch.randperm(len(self.train), generator=self.ctx.gen, device=self.ctx.device)
+        n, gen, device = len(self.train), self.ctx.gen, self.ctx.device
+        passes = [torch.randperm(n, generator=gen, device=device) for _ in range(self.cfg.passes)]
+        self.order = torch.cat([p[: self.per_pass * self.cfg.batch_size] for p in passes])
 
     def step(self, step: int, index: int) -> dict[str, torch.Tensor]:
         cfg, gen, device = self.cfg, self.ctx.gen, self.ctx.device
