@@ -392,6 +392,7 @@ def cmd_sequence(args: argparse.Namespace) -> int:
         seed=args.seed,
         holdout_folds=list(args.holdout_folds),
         synthetic=args.synthetic,
+        window=args.window,
     )
     train, val = sequence_sets(args.ckplus, cfg)
     print(f"train {len(train)} sequences, held-out CK+ {len(val)} sequences", flush=True)
@@ -673,6 +674,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--hidden", type=int, default=64, help="GRU width")
     s.add_argument("--lr", type=float, default=2e-3)
     s.add_argument("--synthetic", type=int, default=700, help="synthetic onset sequences")
+    s.add_argument(
+        "--window", type=int, default=0, help="see only the last N frames (1: a frame head)"
+    )
     _add_holdout_folds(s, [0], "subjects' real sequences are the held-out evaluation")
     s.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     _add_loop_flags(s)

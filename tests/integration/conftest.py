@@ -55,6 +55,7 @@ def processes_mentioning() -> Callable[[str], list[str]]:
 def model_store(
     derl_store: Path,
     transfer_store: Callable[[float], Path],
+    sequence_store: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """The store the session's TorchServe serves: the repository's trained `compact.mar`
@@ -67,6 +68,7 @@ def model_store(
     shutil.copy(shipped, store / shipped.name)
     shutil.copy(derl_store / "derl.mar", store / "derl.mar")
     shutil.copy(transfer_store(0.0) / "tdgan.mar", store / "tdgan.mar")
+    shutil.copy(sequence_store / "sequence.mar", store / "sequence.mar")
     return store
 
 
@@ -76,7 +78,7 @@ def torchserve(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     cfg = local_config(
         model_store,
         MODEL_STORE / CONFIG_NAME,
-        models=[MODEL, "derl", "tdgan"],
+        models=[MODEL, "derl", "tdgan", "sequence"],
         ports=free_ports(5),
     )
     cfg.number_of_gpu = 0  # the reference runs on the CPU; so must TorchServe

@@ -51,6 +51,10 @@ class SequenceConfig:
     seed: int = 0
     holdout_folds: list[int] = field(default_factory=lambda: [0])
     steps: int = 8  # frames of an interpolated or synthetic onset
+    # >0: the model sees at most the last `window` frames of a sequence, in training and
+    # evaluation (1: a frame head on the frozen features, the control for what the
+    # sequence adds over adapting to the data)
+    window: int = 0
     synthetic: int = 700  # synthetic onsets (100 per class)
 
 
@@ -177,6 +181,8 @@ class SequenceMethod(Method):
         # a random window ending at each sequence's last frame: 1 frame to all of it
         keep = 1 + (torch.rand(len(idx), generator=gen, device=device) * lengths).long()
         keep = torch.minimum(keep, lengths)
+        if cfg.window:
+            keep = keep.clamp(max=cfg.window)
         offsets = torch.arange(self.max_len, device=device)
         start = (lengths - keep).unsqueeze(1)
         positions = torch.clamp(start + offsets, max=self.max_len - 1)
@@ -200,6 +206,7 @@ class SequenceMethod(Method):
         out = []
         with torch.inference_mode():
             for seq in data.sequences:
+                seq = seq[-self.cfg.window :] if self.cfg.window else seq
                 f = feats[torch.from_numpy(seq).to(self.ctx.device)].unsqueeze(0)
                 length = torch.tensor([len(seq)], device=self.ctx.device)
                 out.append(torch.softmax(self.model.classify_features(f, length), 1)[0].cpu())
