@@ -14,6 +14,7 @@ Progress (sampled frames analysed / expected) is reported after every batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -171,7 +172,10 @@ async def run_video(
                     builder.add(frame, crop, classes)
             await progress(len(sampled), total)
     finally:
-        frames.close()  # closes the container, wherever the job stopped
+        # Close the container wherever the job stopped; a batch still decoding in its
+        # thread (the job timed out) keeps the generator busy: it closes when collected.
+        with contextlib.suppress(ValueError):
+            frames.close()
     tracks = [await _track(runtime, b, sequence, classes) for b in builders.values()]
     info = upload.info
     last = sampled[-1].time if sampled else 0.0
