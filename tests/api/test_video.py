@@ -202,3 +202,25 @@ def test_tracks_are_labelled_by_the_sequence_model(sequence_store: Path) -> None
             assert models == {"compact": "classifier", "sequence": "sequence"}
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def test_a_job_that_runs_too_long_fails_cleanly(clip: Clip) -> None:
+    """A clip that takes longer than FER_JOB_TIMEOUT: the job fails with `job-timeout`
+    (not a 500, not a hang), and its result is 409 `job-failed`."""
+    from service.app import create_app
+
+    settings = Settings(
+        model_store=DEFAULT_MODEL_STORE, models=["compact"], job_timeout=0.3, video_batch=1
+    )
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+            long = clip(["astronaut.jpg", "grace_hopper.jpg"], seconds=3.0, rate=10)
+            r = c.post("/classify/video", files=video(long), params={"fps": 10, "wait": 30})
+            job = c.get(r.headers["location"]).json()
+            assert job["status"] == "failed", job
+            assert job["error"]["type"].endswith(":job-timeout")
+            r = c.get(f"/jobs/{job['id']}/result")
+            assert r.status_code == 409 and r.json()["type"].endswith(":job-failed")
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
