@@ -8,6 +8,7 @@ so choosing the best epoch on them would flatter it. The frame classifier's figu
 of its frame probabilities, and its last frame) are on the same held-out sequences.
 
     python -m bench.sequence_cv runs/seq_cv     # folds in runs/seq_cv/fold<K>{,.log}
+    python -m bench.sequence_cv runs/seq_cv_frame --name sequence_ckplus_cv_window1
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def fold_figures(run: Path, log: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", type=Path, help="folder with fold<K>/ and fold<K>.log")
+    p.add_argument("--name", default="sequence_ckplus_cv", help="bench/results/<NAME>.json")
     args = p.parse_args(argv)
     folds = {}
     for log in sorted(args.runs.glob("fold*.log")):
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("sequence_last_epoch", "sequence_best_epoch", "frame_mean", "frame_last")
     }
     figures = {"folds": folds, "sequences": n, "accuracy": pooled}
-    path = save("sequence_ckplus_cv", figures)
+    path = save(args.name, {"runs": str(args.runs), **figures})
     print(f"{len(folds)} folds, {n} held-out CK+ sequences: {pooled} -> {path}")
     return 0
 
