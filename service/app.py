@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import classify, frontalize, health, jobs, metrics, models, transfer
+from service.api import classify, frontalize, health, jobs, metrics, models, transfer, video
 from service.api.deps import Services
 from service.api.errors import document_problems, install_error_handlers
 from service.api.guard import Guard, document_access
@@ -41,7 +41,8 @@ crop its model was trained on and returns the probabilities of the 7 FER2013 exp
 `POST /transfer` queues an expression transfer between the faces of two photos and answers
 `202` with a job; `GET /jobs/{id}` tells where it stands and `GET /jobs/{id}/result` gives
 the generated face as a PNG. `POST /frontalize` queues the frontal view of a turned face the
-same way.
+same way. `POST /classify/video` queues a clip: every face followed over time as a track,
+its expression per sampled frame and one label per track (JSON, or a timeline picture).
 """
 
 
@@ -134,6 +135,7 @@ def create_app(
     app.include_router(classify.router)
     app.include_router(transfer.router)
     app.include_router(frontalize.router)
+    app.include_router(video.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(health.router)

@@ -52,6 +52,8 @@ class NetSpec(BaseModel):
     module: str
     file: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: Other network sources `file` loads from beside itself (e.g. its frame backbone).
+    files: list[str] = Field(default_factory=list)
 
 
 class ArchiveMetadata(BaseModel):
@@ -59,7 +61,7 @@ class ArchiveMetadata(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: Literal["classifier", "derl", "transfer", "frontalizer"] = "classifier"
+    kind: Literal["classifier", "derl", "transfer", "frontalizer", "sequence"] = "classifier"
     classes: list[str]
     input: InputSpec
     net: NetSpec

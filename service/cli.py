@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.commands import Subparsers, add_classify, add_frontalize, add_transfer
+from service.commands import Subparsers, add_classify, add_frontalize, add_transfer, add_video
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -218,6 +218,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     add_torchserve,
     add_worker,
     add_classify,
+    add_video,
     add_transfer,
     add_frontalize,
 ]

@@ -1,5 +1,5 @@
-"""The commands of `fer-service` for people who use the service: `classify`, `transfer`
-and `frontalize`, in this process by default (the embedded gateway) or against a server
+"""The commands of `fer-service` for people who use the service: `classify`, `video`,
+`transfer` and `frontalize`, in this process by default (the embedded gateway) or against a server
 with `--url`, through the Python client (`service/client/`)."""
 
 from __future__ import annotations
@@ -240,3 +240,75 @@ def add_frontalize(subparsers: Subparsers) -> None:
     p.add_argument("--face-index", type=int, default=0, help="which face (0 = the largest)")
     _add_client_options(p)
     p.set_defaults(func=cmd_frontalize)
+
+
+async def _video(args: argparse.Namespace) -> int:
+    import httpx
+    from tqdm import tqdm
+
+    from service.client import JobTimeoutError, ServiceError
+    from service.timeline import timeline_png
+
+    async with _client(args) as client:
+        try:
+            with tqdm(desc="video", unit="frame", file=sys.stderr) as bar:
+
+                def show(job: JobStatus) -> None:
+                    if job.progress is not None:
+                        bar.total = job.progress.total
+                        bar.n = job.progress.done
+                    bar.set_postfix_str(job.status)
+                    bar.refresh()
+
+                answer = await client.classify_video(
+                    args.clip,
+                    fps=args.fps,
+                    model=args.model,
+                    max_faces=args.max_faces,
+                    timeout=args.timeout,
+                    on_update=show,
+                )
+        except (ServiceError, JobTimeoutError, httpx.HTTPError, OSError) as exc:
+            return _fail(str(exc))
+    if args.json:
+        print(answer.model_dump_json(indent=2))
+    else:
+        info = answer.video
+        print(
+            f"{args.clip}: {info.width}x{info.height}, {info.duration or 0:.1f} s, "
+            f"{len(answer.frames)} frames sampled at {answer.fps:g}/s, "
+            f"{len(answer.tracks)} track(s); labels by {answer.label_source}"
+        )
+        for track in answer.tracks:
+            score = track.probabilities[track.expression]
+            print(
+                f"  track {track.id:2d}  {track.start:6.1f}-{track.end:6.1f} s  "
+                f"{len(track.frames):4d} frames  {track.expression} {score:.2f}"
+            )
+    if args.timeline:
+        args.timeline.write_bytes(timeline_png(answer))
+        print(f"{args.timeline}: the timeline of each track", file=sys.stderr)
+    return 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    """The face tracks of a clip and their expressions; optionally their timeline."""
+    return asyncio.run(_video(args))
+
+
+def add_video(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "video",
+        help="every face of a clip followed over time, with its expressions",
+        description="Queue a clip (POST /classify/video), show its progress, and print "
+        "each face track with its label (or with --json the API's answer); --timeline "
+        "draws each track's expressions over time as a PNG.",
+    )
+    p.add_argument("clip", type=Path, metavar="CLIP", help="an MP4, MOV, WebM or AVI file")
+    p.add_argument("--fps", type=float, default=5.0, help="frames sampled per second")
+    p.add_argument("--model", help="the frame classifier (default: the gateway's default)")
+    p.add_argument("--max-faces", type=int, default=5, help="faces followed per frame")
+    p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    p.add_argument("--timeline", type=Path, metavar="OUT", help="write the timeline PNG here")
+    _add_client_options(p)
+    p.set_defaults(func=cmd_video, timeout=600.0)

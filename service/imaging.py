@@ -18,7 +18,7 @@ import io
 import logging
 import math
 import warnings
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,10 +227,15 @@ class PixelBudget:
         sizes = [header_pixels(data) for data in uploads]
         return min(self.total, sum(p for p in sizes if p <= self.max_pixels))
 
+    def hold(self, uploads: Iterable[bytes]) -> contextlib.AbstractAsyncContextManager[None]:
+        """Reserve the pixels of the images `uploads` for the duration of the block."""
+        return self.reserve(lambda: self.cost(list(uploads)))
+
     @contextlib.asynccontextmanager
-    async def hold(self, uploads: Iterable[bytes]) -> AsyncIterator[None]:
-        """Reserve the pixels of `uploads` for the duration of the block."""
-        pixels = await asyncio.to_thread(self.cost, list(uploads))
+    async def reserve(self, cost: Callable[[], int]) -> AsyncIterator[None]:
+        """Reserve `cost()` pixels (computed off the event loop; at most `total`) for the
+        duration of the block."""
+        pixels = min(self.total, await asyncio.to_thread(cost))
         async with self._room:
             try:
                 await asyncio.wait_for(

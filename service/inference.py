@@ -2,7 +2,8 @@
 
 `InferenceBackend` is all the gateway knows: start with the models to serve, predict
 aligned face crops with one model (or generate a face from named crops, for the transfer
-and frontalization jobs), report whether a model is ready, close. Two backends implement
+and frontalization jobs, or classify a sequence of crops, one face track of a video),
+report whether a model is ready, close. Two backends implement
 it and differ only in transport:
 
 - `LocalBackend` unpacks the `.mar` files with `service.archive.open_archive` and runs
@@ -14,8 +15,8 @@ it and differ only in transport:
 Both send the handler the same bytes, so their answers agree: for `predict`, every crop of
 a photo in one uint8 tensor as a NumPy `.npy` file (one request per photo, not one PNG per
 face: no image codec on either side), or JSON `{"crops": base64 .npy, "neutral": true}`
-when DeRL's neutral faces are asked for; for `generate`, one JSON object of base64 PNGs by
-input name.
+when DeRL's neutral faces are asked for; for `classify_sequence`, the crops of one face
+track as such a tensor too; for `generate`, one JSON object of base64 PNGs by input name.
 Failures are `BackendError`s (service/problems.py), served as 502/503/504 problems.
 """
 
@@ -76,6 +77,10 @@ class InferenceBackend(Protocol):
         uint8 as `model.input` asks (e.g. `{"face": ..., "expression": ...}`)."""
         ...
 
+    async def classify_sequence(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> Prediction:
+        """The expression of one face over time: a sequence model on its crops, in order."""
+        ...
+
     async def status(self, model: ModelEntry) -> ModelStatus:
         """Whether `model` can answer now."""
         ...
@@ -113,6 +118,12 @@ def generation_request(inputs: Mapping[str, np.ndarray]) -> bytes:
     return json.dumps(
         {name: base64.b64encode(encode_crop(crop)).decode("ascii") for name, crop in inputs.items()}
     ).encode()
+
+
+def sequence_request(crops: Sequence[np.ndarray]) -> bytes:
+    """The body a sequence handler takes: the track's crops, in time order, as one `.npy`
+    tensor (as `predict` sends a photo's)."""
+    return crops_tensor(crops)
 
 
 def _generation(rows: Any, source: str) -> Generation:
@@ -210,6 +221,15 @@ class LocalBackend:
         rows = await self._handle(loaded, [{"body": generation_request(inputs)}])
         return _generation(rows, f"model '{model.name}'")
 
+    async def classify_sequence(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> Prediction:
+        """One request with the whole sequence, through the model's handler."""
+        loaded = self._loaded.get(model.name)
+        if loaded is None:
+            detail = self._failed.get(model.name, "not loaded")
+            raise ModelNotReady(f"model '{model.name}' {detail}")
+        rows = await self._handle(loaded, [{"body": sequence_request(crops)}])
+        return _predictions(rows, 1, f"model '{model.name}'")[0]
+
     async def _handle(self, loaded: LoadedArchive, batch: list[dict[str, Any]]) -> Any:
         async with self._locks[loaded.name]:  # handlers are not meant to run concurrently
             try:
@@ -290,6 +310,11 @@ class TorchServeBackend:
         """One JSON request with every named crop."""
         row = await self._predict_one(model, generation_request(inputs), "application/json")
         return _generation(row, "TorchServe")
+
+    async def classify_sequence(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> Prediction:
+        """One JSON request with the whole sequence."""
+        row = await self._predict_one(model, sequence_request(crops), "application/x-npy")
+        return _predictions(row if isinstance(row, list) else [row], 1, "TorchServe")[0]
 
     async def _predict_one(
         self, model: ModelEntry, body: bytes, content_type: str = "image/png"

@@ -1,18 +1,21 @@
 """From uploaded bytes to aligned face crops: decode -> detect -> align, in one place.
 
 `/classify` (`FacePipeline.analyse`: every face, largest first) and the queued jobs
-(`FacePipeline.decode_upload` then `FacePipeline.face`: one face of a named upload) run the
-same steps with the same decoder, detector and aligner; `located` turns a detection into
-the box, landmarks and score that the response schemas carry.
+(`FacePipeline.decode_upload` then `FacePipeline.face`: one face of a named upload; for a
+video, `FacePipeline.probe_video`, then its frames streamed through `detect`) run the same
+steps with the same decoders, detector and aligner; `located` turns a detection into the
+box, landmarks and score that the response schemas carry.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from service.archive import InputSpec
 from service.faces import LANDMARKS, Detection, FaceDetector, crops_for
@@ -21,6 +24,23 @@ from service.pose import estimate_yaw
 from service.problems import ProblemError
 from service.schemas import Box, ImageInfo, Landmarks, Point, SourceFace
 from service.settings import Settings
+from service.video import VideoInfo, VideoLimits, probe
+
+#: What a job's uploads are: images, or videos.
+Media = Literal["image", "video"]
+
+
+@dataclass(frozen=True)
+class ProbedVideo:
+    """An uploaded video, checked (`service.video.probe`): its bytes and its description.
+    Its frames are decoded by the job, one at a time."""
+
+    data: bytes
+    info: VideoInfo
+
+
+#: An upload made ready for its job.
+Decoded = DecodedImage | ProbedVideo
 
 
 @dataclass(frozen=True)
@@ -90,11 +110,34 @@ class FacePipeline:
     limits: ImageLimits
     detector: FaceDetector
     decode_min_side: int | None = None
+    video: VideoLimits = field(default_factory=VideoLimits)
 
     @classmethod
     def from_settings(cls, settings: Settings, detector: FaceDetector) -> FacePipeline:
         """The pipeline `settings` configure, around `detector`."""
-        return cls(ImageLimits.from_settings(settings), detector, settings.decode_min_side)
+        return cls(
+            ImageLimits.from_settings(settings),
+            detector,
+            settings.decode_min_side,
+            VideoLimits.from_settings(settings),
+        )
+
+    def max_bytes(self, media: Media) -> int:
+        """The byte limit of one upload of `media`."""
+        return self.video.max_bytes if media == "video" else self.limits.max_bytes
+
+    def probe_video(self, name: str, data: bytes) -> ProbedVideo:
+        """Check the video upload `name`; its 4xx problems name it in their detail."""
+        try:
+            return ProbedVideo(data, probe(data, self.video))
+        except ProblemError as exc:
+            raise ProblemError(exc.kind.slug, f"the {name} upload: {exc.detail}") from exc
+
+    def prepare(self, media: Media, uploads: Mapping[str, bytes]) -> dict[str, Decoded]:
+        """Every named upload made ready for its job: images decoded, videos probed."""
+        if media == "video":
+            return {name: self.probe_video(name, data) for name, data in uploads.items()}
+        return dict(self.decode_uploads(uploads))
 
     def detect(self, image: DecodedImage, min_face: int | None = None) -> list[Detection]:
         """The faces of `image` (in the coordinates of `image.image`), largest first;
@@ -102,7 +145,12 @@ class FacePipeline:
         detector's own)."""
         if min_face is not None:  # in pixels of the decoded (perhaps reduced) image
             min_face = max(1, round(min_face / image.scale))
-        faces = self.detector.detect(image.image, min_face)
+        return self.detect_frame(image.image, min_face)
+
+    def detect_frame(self, image: Image.Image, min_face: int | None = None) -> list[Detection]:
+        """The faces of an RGB image (a decoded photo, a video frame), largest first, down
+        to `min_face` pixels (default: the detector's own)."""
+        faces = self.detector.detect(image, min_face)
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
     def analyse(

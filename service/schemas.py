@@ -205,7 +205,7 @@ class ModelInfo(BaseModel):
 
     name: str
     version: str
-    kind: Literal["classifier", "derl", "transfer", "frontalizer"]
+    kind: Literal["classifier", "derl", "transfer", "frontalizer", "sequence"]
     classes: list[str]
     input: InputSpec = Field(description="the aligned face crop the model takes")
     ready: bool = Field(description="loaded and able to answer now")
@@ -321,6 +321,14 @@ class SourceFace(BaseModel):
     score: float = Field(ge=0, le=1, description="face detection confidence")
 
 
+class JobProgress(BaseModel):
+    """How far a running job is (video jobs: sampled frames analysed so far)."""
+
+    done: int = Field(ge=0)
+    total: int | None = Field(description="what there is to do, when known in advance")
+    unit: str = Field(default="frames", description="what `done` and `total` count")
+
+
 class JobStatus(BaseModel):
     """A queued job: what it is, where it stands, and where its result will be."""
 
@@ -339,6 +347,9 @@ class JobStatus(BaseModel):
     attempts: int = Field(ge=0, description="how many times a worker started it")
     params: dict[str, Any] = Field(description="the job's parameters")
     error: Problem | None = Field(description="why it failed (status `failed` only)")
+    progress: JobProgress | None = Field(
+        default=None, description="how far it is, for jobs that report it (video)"
+    )
     url: str = Field(
         description="this document: a path, or an absolute URL under FER_PUBLIC_URL when set"
     )

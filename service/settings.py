@@ -128,6 +128,26 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # -- videos (/classify/video): service/video.py --------------------------------------------
+    max_video_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="largest accepted video file, in bytes"
+    )
+    max_video_seconds: float = Field(
+        default=300.0, gt=0, description="longest accepted video, in seconds"
+    )
+    max_video_pixels: int = Field(
+        default=3840 * 2160,
+        ge=1,
+        description="largest accepted video frame, in pixels (width x height, from the "
+        "container before decoding)",
+    )
+    video_max_fps: float = Field(
+        default=30.0, gt=0, le=120, description="highest sampling rate `fps` a video job may ask"
+    )
+    video_batch: int = Field(
+        default=16, ge=1, description="sampled frames whose faces are classified in one batch"
+    )
+
     # -- abuse limits, auth, URLs (service/api/guard.py, service/api/uploads.py) ---------------
     api_keys: list[SecretStr] = Field(
         default_factory=list,

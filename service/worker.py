@@ -57,7 +57,8 @@ class WorkerRuntime:
         configure_pillow(settings.max_pixels)
         loop = asyncio.new_event_loop()
         models = ModelStore.from_settings(settings)
-        wanted = {k.model for k in KINDS.values()}
+        # The archives of the kinds, and the classifiers video jobs may name.
+        wanted = {k.model for k in KINDS.values()} | {e.name for e in models if e.is_classifier}
         missing = sorted(wanted - set(models.entries))
         if missing:
             log.warning("the model store %s lacks %s", settings.model_store, ", ".join(missing))

@@ -135,3 +135,96 @@ def frontalize_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # and the shipped compact classifier, so that the app has a default model
     shutil.copy(Path(__file__).resolve().parents[1] / "model_store" / "compact.mar", store)
     return store
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+#: FFmpeg muxer and encoder of each container the clip fixture writes.
+CLIP_FORMATS = {"mp4": ("mp4", "libx264"), "webm": ("webm", "libvpx"), "avi": ("avi", "mpeg4")}
+
+
+def encode_clip(
+    photos: list[str], seconds: float = 1.0, rate: int = 10, container: str = "mp4"
+) -> bytes:
+    """A real clip made with PyAV: each photo of tests/data (or `"blank"`, a grey frame)
+    shown for `seconds` in turn, at `rate` frames a second, 320x240 (photos letterboxed)."""
+    import io
+
+    import av
+    from PIL import Image, ImageOps
+
+    size = (320, 240)
+    frames = []
+    for name in photos:
+        if name == "blank":
+            frames.append(Image.new("RGB", size, (110, 110, 110)))
+        else:
+            with Image.open(DATA / name) as photo:
+                frames.append(ImageOps.pad(photo.convert("RGB"), size, color=(0, 0, 0)))
+    muxer, codec = CLIP_FORMATS[container]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=muxer) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for _ in range(round(seconds * rate)):
+                for packet in stream.encode(av.VideoFrame.from_image(frame)):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def clip() -> Callable[..., bytes]:
+    """`encode_clip`: a real small clip of test photos, encoded now (cached per session)."""
+    made: dict[tuple[object, ...], bytes] = {}
+
+    def make(
+        photos: list[str], seconds: float = 1.0, rate: int = 10, container: str = "mp4"
+    ) -> bytes:
+        key = (tuple(photos), seconds, rate, container)
+        if key not in made:
+            made[key] = encode_clip(photos, seconds, rate, container)
+        return made[key]
+
+    return make
+
+
+def export_untrained_sequence(store: Path) -> Path:
+    """Write `store/sequence.mar`: the frame-to-sequence network (training/nets/sequence.py)
+    over the shipped compact classifier's backbone, its GRU head untrained, exported as a
+    real sequence archive (the handler, both network sources, fp16 weights). For plumbing
+    tests only; `fer-train sequence` trains the real one."""
+    import torch
+
+    from training.evaluate import load_handler
+    from training.export import export
+    from training.nets.sequence import FrameToSequence
+    from training.train import checkpoint
+    from training.train.sequence import SequenceConfig, metadata
+
+    torch.manual_seed(0)
+    frame = load_handler(REPO_STORE / "compact.mar")
+    meta = metadata(SequenceConfig(), frame.metadata)
+    net = FrameToSequence(**meta["net"]["kwargs"])
+    net.backbone.load_state_dict(frame.model.state_dict())
+    ckpt = store.parent / "untrained-sequence.pt"
+    checkpoint.save({"model": net.state_dict(), "metadata": meta, "parameters": 1}, ckpt)
+    return export(ckpt, "sequence", "0.0-test", store, fp16=True)
+
+
+REPO_STORE = Path(__file__).resolve().parents[1] / "model_store"
+
+
+@pytest.fixture(scope="session")
+def sequence_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store with the shipped `compact.mar` and an untrained test `sequence.mar`
+    (see `export_untrained_sequence`)."""
+    import shutil
+
+    store = tmp_path_factory.mktemp("sequence-store") / "store"
+    export_untrained_sequence(store)
+    shutil.copy(REPO_STORE / "compact.mar", store)
+    return store

@@ -382,6 +382,35 @@ def cmd_transfer_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sequence(args: argparse.Namespace) -> int:
+    from training.train.sequence import SequenceConfig, sequence_sets, train_sequence
+
+    cfg = SequenceConfig(
+        backbone=args.backbone,
+        epochs=args.epochs,
+        passes=args.passes,
+        hidden=args.hidden,
+        lr=args.lr,
+        seed=args.seed,
+        holdout_folds=list(args.holdout_folds),
+        synthetic=args.synthetic,
+        window=args.window,
+    )
+    train, val = sequence_sets(args.ckplus, cfg)
+    print(f"train {len(train)} sequences, held-out CK+ {len(val)} sequences", flush=True)
+    best = train_sequence(cfg, train, val, Path(args.out), args.resume, _loop_options(args))
+    _stopped(best)
+    figures = {k: best[k]["accuracy"] for k in ("frame_mean", "frame_last")}
+    print(
+        f"held-out CK+ sequences (n={best['frame_mean']['n']}): sequence model "
+        f"{best.get('accuracy', -1):.4f} at epoch {best.get('epoch')}; frame classifier "
+        f"alone: mean of frames {figures['frame_mean']:.4f}, last frame {figures['frame_last']:.4f}"
+    )
+    if args.json:
+        print(json.dumps(best))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training import report
     from training.evaluate import load_handler
@@ -647,6 +676,25 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", type=int, default=0, help="only the first N images")
     a.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     a.set_defaults(func=cmd_pose_accuracy)
+
+    s = sub.add_parser(
+        "sequence", help="frame-to-sequence model: a GRU over a frozen frame classifier's features"
+    )
+    s.add_argument("--ckplus", required=True, help="the CK+ npz (sequences, onsets, folds)")
+    s.add_argument("--backbone", default="model_store/compact.mar", help="compact .mar or .pt")
+    s.add_argument("--out", required=True)
+    s.add_argument("--epochs", type=int, default=8, help="epochs of --passes passes each")
+    s.add_argument("--passes", type=int, default=4, help="passes over the data per epoch")
+    s.add_argument("--hidden", type=int, default=64, help="GRU width")
+    s.add_argument("--lr", type=float, default=2e-3)
+    s.add_argument("--synthetic", type=int, default=700, help="synthetic onset sequences")
+    s.add_argument(
+        "--window", type=int, default=0, help="see only the last N frames (1: a frame head)"
+    )
+    _add_holdout_folds(s, [0], "subjects' real sequences are the held-out evaluation")
+    s.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    _add_loop_flags(s)
+    s.set_defaults(func=cmd_sequence)
 
     e = sub.add_parser("evaluate", help="accuracy of a checkpoint or .mar on a labelled set")
     e.add_argument("--model", required=True, help="a checkpoint (.pt) or an archive (.mar)")

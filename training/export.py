@@ -61,7 +61,9 @@ def export(ckpt_path: Path, name: str, version: str, store: Path, fp16: bool = F
         (t / METADATA_FILE).write_text(json.dumps(meta, indent=1))
         (t / MODEL_CONFIG_FILE).write_text(MODEL_CONFIG)
         torch.save(weights, t / WEIGHTS_FILE)
-        shutil.copy(NETS / meta["net"]["file"], t / meta["net"]["file"])
+        # The network's source, and the sources it loads from beside itself.
+        for source in net_sources(meta):
+            shutil.copy(NETS / source, t / source)
         return _archive(t, meta, name, version, store)
 
 
@@ -70,13 +72,13 @@ def repack(archive: Path, store: Path) -> Path:
     everything the model is (the network source, `weights.pt` byte for byte, metadata,
     TorchServe settings, name and version): how an archive picks up a faster or fixed
     handler without retraining. Returns the new archive's path."""
-    manifest, metadata = read_manifest(archive)
+    manifest, _ = read_manifest(archive)
     model = manifest["model"]
     name, version = model["modelName"], model.get("modelVersion", "")
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(archive) as z:
         t = Path(tmp)
         meta = json.loads(z.read(METADATA_FILE))
-        for member in (WEIGHTS_FILE, metadata.net.file):
+        for member in (WEIGHTS_FILE, *net_sources(meta)):
             (t / member).write_bytes(z.read(member))
         (t / METADATA_FILE).write_bytes(z.read(METADATA_FILE))
         try:
@@ -84,6 +86,11 @@ def repack(archive: Path, store: Path) -> Path:
         except KeyError:  # archives from before per-model settings
             (t / MODEL_CONFIG_FILE).write_text(MODEL_CONFIG)
         return _archive(t, meta, name, version, store)
+
+
+def net_sources(meta: dict[str, Any]) -> list[str]:
+    """The network's source file and the sources it loads from beside itself."""
+    return [meta["net"]["file"], *meta["net"].get("files", [])]
 
 
 def _archive(files: Path, meta: dict[str, Any], name: str, version: str, store: Path) -> Path:
@@ -94,7 +101,7 @@ def _archive(files: Path, meta: dict[str, Any], name: str, version: str, store: 
     # The handler imports the shared modules, which travel with it.
     for module in (handler, *SHARED_FILES):
         shutil.copy(HANDLERS / module, files / module)
-    extra = [METADATA_FILE, meta["net"]["file"], *SHARED_FILES]
+    extra = [METADATA_FILE, *net_sources(meta), *SHARED_FILES]
     cmd = [
         str(Path(sys.executable).parent / "torch-model-archiver"),
         "--model-name",

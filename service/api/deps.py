@@ -11,12 +11,12 @@ from pydantic import BaseModel
 
 from service.api.guard import Caller, get_caller
 from service.catalog import ModelStore
-from service.imaging import DecodedImage, PixelBudget
+from service.imaging import PixelBudget
 from service.inference import InferenceBackend
 from service.jobs.queues import JobQueue, QueueCheck
 from service.jobs.records import JobRecord
 from service.metrics import Metrics
-from service.pipeline import FacePipeline
+from service.pipeline import Decoded, FacePipeline
 from service.problems import BackendUnavailable, ProblemError
 from service.settings import Settings
 
@@ -80,7 +80,7 @@ class CallerJobs:
         inputs: Mapping[str, bytes],
         params: BaseModel,
         idempotency_key: str | None = None,
-        decoded: Mapping[str, DecodedImage] | None = None,
+        decoded: Mapping[str, Decoded] | None = None,
         *,
         owner: str | None = None,
         scope: str = "",

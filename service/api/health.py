@@ -1,6 +1,7 @@
 """Liveness and readiness probes.
 
-Readiness is reported per capability (`classify`, `transfer`, `frontalize`, `jobs`): the
+Readiness is reported per capability (`classify`, `transfer`, `frontalize`, `video`,
+`jobs`): the
 gateway is ready (200) while `/classify` can answer, and names the capabilities that
 cannot (`degraded`), so that an orchestrator keeps a gateway in service whose job queue
 or transfer model is down but whose classification works.
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import Services, ServicesDep
 from service.jobs.registry import KINDS
+from service.jobs.video import VIDEO
 from service.schemas import Check, Health, Readiness, ReadyState
 
 router = APIRouter(tags=["health"])
@@ -49,6 +51,21 @@ def _job_capability(name: str, checks: dict[str, Check], jobs: Check) -> Check:
     return Check(ok=True, detail=f"model '{kind.model}' and the job queue answer")
 
 
+def _video_capability(classify: Check, checks: dict[str, Check], jobs: Check) -> Check:
+    """Video jobs need the default classifier and the queue; the sequence model is optional
+    (without it a track's label is the mean of its frames')."""
+    if not classify.ok:
+        return Check(ok=False, detail=f"the frame classifier: {classify.detail}")
+    if not jobs.ok:
+        return Check(ok=False, detail=f"the job queue: {jobs.detail}")
+    sequence = checks.get(f"model:{VIDEO.model}")
+    if sequence is None:
+        return Check(ok=True, detail="no sequence model: tracks get their frames' mean label")
+    if not sequence.ok:
+        return Check(ok=False, detail=f"model '{VIDEO.model}': {sequence.detail}")
+    return Check(ok=True, detail=f"model '{VIDEO.model}' and the job queue answer")
+
+
 @router.get(
     "/readyz",
     response_model=Readiness,
@@ -74,6 +91,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     capabilities = {"classify": classify, "jobs": jobs}
     for name in JOB_CAPABILITIES:
         capabilities[name] = _job_capability(name, checks, jobs)
+    capabilities["video"] = _video_capability(classify, checks, jobs)
     degraded = sorted(name for name, check in capabilities.items() if not check.ok)
     status: ReadyState = "not-ready" if not classify.ok else "degraded" if degraded else "ready"
     body = Readiness(status=status, capabilities=capabilities, degraded=degraded, checks=checks)

@@ -1,13 +1,16 @@
 """Queued jobs: `GET /jobs/{id}`, `GET /jobs/{id}/result`, `DELETE /jobs/{id}`.
 
-The routes that create jobs (`POST /transfer`, later `POST /frontalize`) answer with
-`job_accepted` and, when asked to wait, with `result_response`.
+The routes that create jobs (`POST /transfer`, `/frontalize`, `/classify/video`) answer
+with `job_accepted` and, when asked to wait, with `result_response`. A job's result is a
+PNG (transfer, frontalize: its JSON description on request) or a JSON document (video:
+its timeline picture on request), as its outcome's `media_type` says.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -18,6 +21,8 @@ from service.jobs.queues import JobQueue
 from service.jobs.records import JobRecord
 from service.problems import ProblemError
 from service.schemas import JobResult, JobStatus, ResultImage
+from service.timeline import timeline_png
+from service.video_schemas import VideoAnalysis, VideoResult
 
 router = APIRouter(tags=["jobs"])
 
@@ -41,6 +46,25 @@ RESULT_RESPONSE: dict[int | str, dict[str, Any]] = {
         "model": JobResult,
     }
 }
+
+#: OpenAPI description of a video job's result (200).
+VIDEO_RESULT_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The tracks of the clip and their expressions (JSON), or with "
+        "`format=png` (or an `Accept` that prefers `image/png`) their timeline picture.",
+        "content": {PNG: {"schema": {"type": "string", "format": "binary"}}},
+        "model": VideoResult,
+    }
+}
+
+FormatQuery = Annotated[
+    Literal["png", "json"] | None,
+    Query(
+        description="`png`: the picture (a generated face, or a video's timeline); `json`: "
+        "the JSON document (a face's description, or a video's tracks); default: as "
+        "`Accept` prefers, else the job's own kind of result"
+    ),
+]
 
 WaitQuery = Annotated[
     float,
@@ -94,6 +118,7 @@ def job_status(request: Request, record: JobRecord) -> JobStatus:
         attempts=record.attempts,
         params=record.params,
         error=record.error,
+        progress=record.progress,
         url=link(request, "get_job", job_id=record.id),
         result_url=result_url,
     )
@@ -130,15 +155,21 @@ def _quality(accept: str, media_type: str) -> float:
     return best
 
 
-def wants_json(request: Request) -> bool:
-    """Whether the request's Accept header prefers JSON to PNG (PNG on a tie)."""
+def wants_json(request: Request, fmt: str | None = None, default: str = PNG) -> bool:
+    """Whether to answer JSON rather than PNG: `fmt` when given, else the request's Accept
+    header's preference, else (on a tie, or without Accept) `default`."""
+    if fmt is not None:
+        return fmt == "json"
     accept = request.headers.get("accept", "")
-    return bool(accept) and _quality(accept, JSON) > _quality(accept, PNG)
+    json_q, png_q = (_quality(accept, JSON), _quality(accept, PNG)) if accept else (0.0, 0.0)
+    return json_q > png_q or (json_q == png_q and default == JSON)
 
 
-async def result_response(request: Request, jobs: JobQueue, record: JobRecord) -> Response:
-    """The result of a job: the PNG or its JSON description (200); 409 while it runs or
-    when it failed."""
+async def result_response(
+    request: Request, jobs: JobQueue, record: JobRecord, fmt: str | None = None
+) -> Response:
+    """The result of a job: the PNG or its JSON description, or a video job's JSON or
+    its timeline (200); 409 while it runs or when it failed."""
     if record.status == "failed":
         error = record.error
         raise ProblemError(
@@ -156,7 +187,9 @@ async def result_response(request: Request, jobs: JobQueue, record: JobRecord) -
         )
     url = link(request, "get_job_result", job_id=record.id)
     headers = {"Vary": "Accept", "Location": link(request, "get_job", job_id=record.id)}
-    if wants_json(request):
+    if record.outcome.media_type == JSON:
+        return await _document_response(request, jobs, record, fmt, headers)
+    if wants_json(request, fmt):
         assert record.finished_at is not None
         outcome = record.outcome
         body = JobResult(
@@ -174,6 +207,30 @@ async def result_response(request: Request, jobs: JobQueue, record: JobRecord) -
         raise _not_found(record.id)
     headers["Content-Disposition"] = f'inline; filename="{record.id}.png"'
     return Response(image, media_type=PNG, headers=headers)
+
+
+async def _document_response(
+    request: Request, jobs: JobQueue, record: JobRecord, fmt: str | None, headers: dict[str, str]
+) -> Response:
+    """A video job's result: its tracks as JSON, or their timeline as a PNG."""
+    data = await jobs.result(record.id)
+    if data is None:  # expired between the two reads
+        raise _not_found(record.id)
+    analysis = VideoAnalysis.model_validate_json(data)
+    if not wants_json(request, fmt, default=JSON):
+        png = await asyncio.to_thread(timeline_png, analysis)
+        headers["Content-Disposition"] = f'inline; filename="{record.id}-timeline.png"'
+        return Response(png, media_type=PNG, headers=headers)
+    assert record.finished_at is not None
+    url = link(request, "get_job_result", job_id=record.id)
+    body = VideoResult(
+        **analysis.model_dump(),
+        id=record.id,
+        timeline_url=f"{url}?format=png",
+        created_at=record.created_at,
+        finished_at=record.finished_at,
+    )
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 
 JobId = Annotated[str, Path(description="the job's id, as `POST /transfer` returned it")]
@@ -197,7 +254,13 @@ async def get_job(job_id: JobId, request: Request, jobs: JobsDep) -> JobStatus:
     summary="The result of a job",
     response_class=Response,
     responses={
-        **RESULT_RESPONSE,
+        200: {
+            **RESULT_RESPONSE[200],
+            "description": "The job's image (`image/png`), or its description as JSON "
+            "(`format=json`, or an `Accept` that prefers `application/json`); for a video "
+            "job its tracks as JSON (a `VideoResult`), or their timeline (`format=png`).",
+            "model": JobResult | VideoResult,
+        },
         **problem_responses(
             "job-not-found",
             "job-not-finished",
@@ -208,13 +271,20 @@ async def get_job(job_id: JobId, request: Request, jobs: JobsDep) -> JobStatus:
     },
 )
 async def get_job_result(
-    job_id: JobId, request: Request, jobs: JobsDep, wait: WaitQuery = 0.0
+    job_id: JobId,
+    request: Request,
+    jobs: JobsDep,
+    wait: WaitQuery = 0.0,
+    format: FormatQuery = None,
 ) -> Response:
-    """The generated image as `image/png`, or, with `Accept: application/json`, its size,
-    the model that made it and the face used from each upload. 409 `job-not-finished`
-    while the job is queued or running (after waiting `wait` seconds), 409 `job-failed`
-    with the job's `error` when it failed."""
-    return await result_response(request, jobs, await find_job(jobs, job_id, wait))
+    """The generated image as `image/png`, or, with `Accept: application/json` (or
+    `format=json`), its size, the model that made it and the face used from each upload.
+    A video job's result is JSON (its face tracks and their expressions), or with
+    `format=png` the timeline of each track's expressions. 409 `job-not-finished` while
+    the job is queued or running (after waiting `wait` seconds), 409 `job-failed` with
+    the job's `error` when it failed."""
+    record = await find_job(jobs, job_id, wait)
+    return await result_response(request, jobs, record, format)
 
 
 @router.delete(

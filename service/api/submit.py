@@ -1,17 +1,19 @@
-"""How a route queues a job (`POST /transfer`, `POST /frontalize`): the shared request
-handling and OpenAPI description of every job-creating route.
+"""How a route queues a job (`POST /transfer`, `/frontalize`, `/classify/video`): the
+shared request handling and OpenAPI description of every job-creating route.
 
 A route parses its own parameters, then `submit` does the rest the same way for every
 kind: 503 at once when the kind's model is missing (not a failed job later), the uploads
-read with the streamed byte limit and decoded now (a bad file is a 4xx, and a job run in
-this process runs on these pixels) within the decode budget, the job queued in the caller's
-view of the queue (or its Idempotency-Key's earlier job returned), and with `?wait=N` the
-result itself if the job succeeds in time.
+read with the streamed byte limit of their media and decoded now (a bad file is a 4xx,
+and a job run in this process runs on these pixels; a video is probed now and its frames
+are decoded by the job) within the decode budget, the job queued in the caller's view of
+the queue (or its Idempotency-Key's earlier job returned), and with `?wait=N` the result
+itself if the job succeeds in time.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import Header, Request, Response
@@ -103,14 +105,20 @@ async def submit(
     wait: float,
 ) -> Response:
     """Queue a job of `kind` for this request's uploads (see the module docstring)."""
-    services.models.require(kind.model, kind.model_kind)  # 503 now, not a failed job
-    request.state.model = kind.model  # for the metrics
+    entry = kind.entry(services.models, params)  # 503 (404, 422) now, not a failed job
+    request.state.model = entry.name  # for the metrics
+    pipeline = services.pipeline
+    limits = replace(pipeline.limits, max_bytes=pipeline.max_bytes(kind.media))
     images = await read_uploads(
-        request, services.pipeline.limits, kind.inputs, timeout=services.settings.body_timeout
+        request, limits, kind.inputs, timeout=services.settings.body_timeout
     )
-    # Within the decode budget: pixels in flight across requests stay bounded.
-    async with services.budget.hold(images.values()):
-        decoded = await asyncio.to_thread(services.pipeline.decode_uploads, images)
+    # Within the decode budget: pixels in flight across requests stay bounded (a video's
+    # check decodes one frame, of at most FER_MAX_VIDEO_PIXELS).
+    video = pipeline.video.max_pixels * len(images)
+    budget = services.budget
+    hold = budget.reserve(lambda: video) if kind.media == "video" else budget.hold(images.values())
+    async with hold:
+        decoded = await asyncio.to_thread(pipeline.prepare, kind.media, images)
     record, created = await jobs.submit(kind.name, images, params, idempotency_key, decoded)
     if wait > 0 and not record.finished:
         record = await jobs.wait(record.id, wait) or record

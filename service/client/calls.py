@@ -194,5 +194,24 @@ def frontalize_call(face: ImageSource, face_index: int) -> Call:
     return job_call("/frontalize", {"face": face}, {"face_index": face_index})
 
 
+def video_call(clip: ImageSource, fps: float, model: str | None, max_faces: int) -> Call:
+    """`POST /classify/video` of one clip."""
+    params: dict[str, Any] = {"fps": fps, "max_faces": max_faces}
+    if model:
+        params["model"] = model
+    return job_call("/classify/video", {"video": clip}, params)
+
+
+def video_flow(
+    flows: Flows, call: Call, timeout: float, on_update: JobCallback | None
+) -> Flow[Any]:
+    """Queue a video job, wait for it and fetch its tracks (a `VideoResult`)."""
+    from service.video_schemas import VideoResult
+
+    job = yield from flows.fetch_as(call, JobStatus)
+    yield from flows.wait(job.id, timeout, JOB_POLL_INTERVAL, on_update)
+    return (yield from flows.fetch_as(result_call(job.id, as_json=True), VideoResult))
+
+
 def request_args(call: Call) -> dict[str, Any]:
     return {"params": call.params, "files": call.files, "headers": call.headers}

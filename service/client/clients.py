@@ -26,6 +26,8 @@ from service.client.calls import (
     request_args,
     result_call,
     transfer_call,
+    video_call,
+    video_flow,
 )
 from service.schemas import (
     ClassifyResponse,
@@ -39,6 +41,7 @@ from service.schemas import (
 
 if TYPE_CHECKING:
     from service.settings import Settings
+    from service.video_schemas import VideoResult
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -199,6 +202,20 @@ class Client:
         call = frontalize_call(face, face_index)
         return self.run(self.flows.job_image(call, timeout, on_update))
 
+    def classify_video(
+        self,
+        clip: ImageSource,
+        *,
+        fps: float = 5.0,
+        model: str | None = None,
+        max_faces: int = 5,
+        timeout: float = 600.0,
+        on_update: JobCallback | None = None,
+    ) -> VideoResult:
+        """The face tracks of a clip and their expressions (queue, wait, fetch)."""
+        call = video_call(clip, fps, model, max_faces)
+        return cast("VideoResult", self.run(video_flow(self.flows, call, timeout, on_update)))
+
 
 class AsyncClient:
     """The asynchronous twin of `Client`: the same methods, awaited."""
@@ -348,6 +365,21 @@ class AsyncClient:
         """The frontal view of a face of `face`, as a PNG (queue, wait, fetch)."""
         call = frontalize_call(face, face_index)
         return await self.run(self.flows.job_image(call, timeout, on_update))
+
+    async def classify_video(
+        self,
+        clip: ImageSource,
+        *,
+        fps: float = 5.0,
+        model: str | None = None,
+        max_faces: int = 5,
+        timeout: float = 600.0,
+        on_update: JobCallback | None = None,
+    ) -> VideoResult:
+        """The face tracks of a clip and their expressions (queue, wait, fetch)."""
+        call = video_call(clip, fps, model, max_faces)
+        flow = video_flow(self.flows, call, timeout, on_update)
+        return cast("VideoResult", await self.run(flow))
 
 
 @asynccontextmanager

@@ -86,6 +86,37 @@ def read_image(data: bytes, mode: str, size: int) -> Image.Image:
     return image
 
 
+#: The first bytes of every NumPy `.npy` file: a batch of crops as one uint8 tensor.
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_crops(payload: bytes, size: int) -> np.ndarray:
+    """A `.npy` tensor of gray crops to uint8 [N, size, size] (resized bilinear, as image
+    bodies are, when the crops are another size); 400 for anything else."""
+    try:
+        crops = np.load(io.BytesIO(payload), allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any reader error is the client's input
+        raise PredictionException(f"cannot read the crops tensor: {exc}", 400) from exc
+    if crops.dtype != np.uint8 or crops.ndim != 3 or crops.shape[1] != crops.shape[2]:
+        raise PredictionException(
+            f"the crops tensor must be uint8 [N, S, S], not {crops.dtype} {list(crops.shape)}",
+            400,
+        )
+    if crops.shape[1] != size:
+        crops = resized(crops, size)
+    return crops
+
+
+def resized(crops: np.ndarray, size: int) -> np.ndarray:
+    """uint8 crops [N, H, W] resized to `size` x `size` (bilinear)."""
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BILINEAR))
+            for c in crops
+        ]
+    ).astype(np.uint8)
+
+
 def png_base64(pixels: np.ndarray) -> str:
     """uint8 pixels ([H, W] gray or [H, W, 3] RGB) as a base64 PNG."""
     buf = io.BytesIO()

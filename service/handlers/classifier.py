@@ -19,22 +19,17 @@ A result is `{"probabilities": {class: p, ...}, "label": top class}`, plus
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 try:
     from . import base, runtime
 except ImportError:  # inside TorchServe: top-level modules beside this file
     import base  # type: ignore[no-redef]
     import runtime  # type: ignore[no-redef]
-
-#: The first bytes of every NumPy `.npy` file.
-NPY_MAGIC = b"\x93NUMPY"
 
 
 class ClassifierHandler(
@@ -95,21 +90,6 @@ class ClassifierHandler(
                 raise base.PredictionException(f"'{key}' must be base64", 400) from exc
         return payload, {}
 
-    def crops_array(self, payload: bytes) -> np.ndarray:
-        """A `.npy` batch of crops to uint8 [N, S, S] at the model's input size."""
-        try:
-            crops = np.load(io.BytesIO(payload), allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001 - any reader error is the client's input
-            raise base.PredictionException(f"cannot read the crops tensor: {exc}", 400) from exc
-        if crops.dtype != np.uint8 or crops.ndim != 3 or crops.shape[1] != crops.shape[2]:
-            raise base.PredictionException(
-                f"the crops tensor must be uint8 [N, S, S], not {crops.dtype} {list(crops.shape)}",
-                400,
-            )
-        if crops.shape[1] != self.input_size:
-            crops = self.resized(crops)
-        return crops
-
     def crop(self, payload: Any) -> np.ndarray:
         """One image (bytes) to a uint8 [S, S] crop at the model's input size."""
         if not isinstance(payload, bytes) or not payload:
@@ -136,8 +116,8 @@ class ClassifierHandler(
         counts: list[int | None] = []
         for row in data:
             body, options = self.unwrap(row)
-            if isinstance(body, bytes) and body.startswith(NPY_MAGIC):
-                crops = self.crops_array(body)
+            if isinstance(body, bytes) and body.startswith(base.NPY_MAGIC):
+                crops = base.read_crops(body, self.input_size)
                 counts.append(len(crops))
             else:
                 crops = self.crop(body)[None]
@@ -199,16 +179,6 @@ class ClassifierHandler(
         return out
 
     # -- direct use (evaluation, tests) ------------------------------------------------------
-    def resized(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 crops [N, H, W] resized to the input size (bilinear, as image bodies are)."""
-        size = self.input_size
-        return np.stack(
-            [
-                np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BILINEAR))
-                for c in crops
-            ]
-        ).astype(np.uint8)
-
     def predict_arrays(self, crops: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Probabilities for uint8 crops [N, H, W] (resized to the input size if needed)."""
         size = self.input_size
@@ -216,7 +186,7 @@ class ClassifierHandler(
         for i in range(0, len(crops), batch_size):
             chunk = crops[i : i + batch_size]
             if chunk.shape[1:] != (size, size):
-                chunk = self.resized(chunk)
+                chunk = base.resized(chunk, size)
             batch = self.Crops(self.batch(chunk), [False] * len(chunk), [len(chunk)])
             out.append(self.infer(batch).probs.numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)

@@ -29,4 +29,5 @@ HANDLER_FOR_KIND = {
     "derl": "classifier.py",
     "transfer": "generator.py",
     "frontalizer": "generator.py",
+    "sequence": "sequence_classifier.py",  # not sequence.py: that is the network's file
 }

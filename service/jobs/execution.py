@@ -1,8 +1,9 @@
 """`execute`: the one place that runs a job, wherever it runs (a Celery worker or the
 gateway's own pool).
 
-It loads the record, marks it running, runs its kind's `run` under `job_timeout`, and
-stores the PNG or the problem it failed with. Inference backend errors that may pass
+It loads the record, marks it running, runs its kind's `run` under `job_timeout` (with a
+callback through which the job reports its progress into its record), and stores the
+result or the problem it failed with. Inference backend errors that may pass
 (unavailable, not ready, timeout) are retried with exponential backoff, `job_retries`
 times; a job that was started too often (workers dying on it) is failed instead of being
 run forever. Delivery is at least once, so `execute` tolerates running a job again.
@@ -18,13 +19,13 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from service.imaging import DecodedImage
-from service.jobs.kinds import JobKind, JobOutput, JobRuntime
+from service.jobs.kinds import JobKind, JobOutput, JobRuntime, Progress
 from service.jobs.records import FINISHED, JobRecord, job_problem, utcnow
 from service.jobs.registry import KINDS
 from service.jobs.stores import JobStore
+from service.pipeline import Decoded
 from service.problems import ProblemError, ProblemSlug
-from service.schemas import JobState, Problem
+from service.schemas import JobProgress, JobState, Problem
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ async def execute(
     job_id: str,
     store: JobStore,
     runtime: JobRuntime,
-    decoded: Mapping[str, DecodedImage] | None = None,
+    decoded: Mapping[str, Decoded] | None = None,
 ) -> Execution:
     """Run job `job_id` once and store what came of it (`run_once`); a job that ended is
     timed by outcome in `runtime.metrics`, where there are metrics."""
@@ -65,12 +66,12 @@ async def run_once(
     job_id: str,
     store: JobStore,
     runtime: JobRuntime,
-    decoded: Mapping[str, DecodedImage] | None = None,
+    decoded: Mapping[str, Decoded] | None = None,
 ) -> Execution:
     """Run job `job_id` once and store what came of it (see the module docstring).
 
-    The job runs on `decoded`, its uploads as the gateway already decoded them when it
-    runs in the gateway's process; else the uploads are decoded here, once.
+    The job runs on `decoded`, its uploads as the gateway already decoded (or probed) them
+    when it runs in the gateway's process; else the uploads are decoded here, once.
 
     Safe to call again for the same job: a finished or vanished job is left alone, and a
     job found `running` was interrupted (its worker died) and starts over.
@@ -92,6 +93,7 @@ async def run_once(
         return await _fail(store, record, job_problem("internal-error", detail, job_id), settings)
     record.status, record.started_at = "running", utcnow()
     record.attempts += 1
+    record.progress = None
     if not await store.update(record):
         return Execution(None)
     inputs = await store.inputs(job_id)
@@ -102,7 +104,8 @@ async def run_once(
     started = asyncio.get_running_loop().time()
     try:
         params = kind.params.model_validate(record.params)
-        run = _run(kind, runtime, {n: inputs[n] for n in kind.inputs}, decoded, params)
+        uploads = {n: inputs[n] for n in kind.inputs}
+        run = _run(kind, runtime, uploads, decoded, params, _reporter(store, record))
         output = await asyncio.wait_for(run, settings.job_timeout)
     except ProblemError as exc:
         if exc.kind.slug in TRANSIENT and record.retries < settings.job_retries:
@@ -135,12 +138,24 @@ async def _run(
     kind: JobKind,
     runtime: JobRuntime,
     inputs: Mapping[str, bytes],
-    decoded: Mapping[str, DecodedImage] | None,
+    decoded: Mapping[str, Decoded] | None,
     params: BaseModel,
+    progress: Progress,
 ) -> JobOutput:
     if decoded is None:
-        decoded = await asyncio.to_thread(runtime.pipeline.decode_uploads, inputs)
-    return await kind.run(runtime, decoded, params)
+        decoded = await asyncio.to_thread(runtime.pipeline.prepare, kind.media, inputs)
+    return await kind.run(runtime, decoded, params, progress)
+
+
+def _reporter(store: JobStore, record: JobRecord) -> Progress:
+    """The progress callback of a run: it writes `done` of `total` into the job's record
+    (`GET /jobs/{id}` shows it)."""
+
+    async def report(done: int, total: int | None) -> None:
+        record.progress = JobProgress(done=done, total=total)
+        await store.update(record)
+
+    return report
 
 
 async def _fail(

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, Field
 
 from service.imaging import DecodedImage
-from service.jobs.kinds import JobKind, JobOutput, JobRuntime, png_size
+from service.jobs.kinds import JobKind, JobOutput, JobRuntime, Progress, png_size
 from service.jobs.records import JobOutcome
 from service.schemas import ModelRef
 
@@ -20,7 +20,10 @@ class FrontalizeParams(BaseModel):
 
 
 async def run_frontalize(
-    runtime: JobRuntime, images: Mapping[str, DecodedImage], params: FrontalizeParams
+    runtime: JobRuntime,
+    images: Mapping[str, DecodedImage],
+    params: FrontalizeParams,
+    progress: Progress,
 ) -> JobOutput:
     """The frontal view of the face of `face`."""
     entry = runtime.models.require(FRONTALIZE.model, FRONTALIZE.model_kind)

@@ -37,6 +37,7 @@ from service.jobs.records import (
     utcnow,
 )
 from service.jobs.stores import JobStore, MemoryJobStore, RedisJobStore
+from service.pipeline import Decoded
 from service.problems import ProblemError
 from service.settings import Settings
 
@@ -81,7 +82,7 @@ class JobQueue(Protocol):
         inputs: Mapping[str, bytes],
         params: BaseModel,
         idempotency_key: str | None = None,
-        decoded: Mapping[str, DecodedImage] | None = None,
+        decoded: Mapping[str, Decoded] | None = None,
         *,
         owner: str | None = None,
         scope: str = "",
@@ -130,9 +131,7 @@ class StoredJobs:
     async def _reaching_store(self) -> AsyncIterator[None]:
         yield
 
-    async def _dispatch(
-        self, record: JobRecord, decoded: Mapping[str, DecodedImage] | None
-    ) -> None:
+    async def _dispatch(self, record: JobRecord, decoded: Mapping[str, Decoded] | None) -> None:
         raise NotImplementedError
 
     async def submit(
@@ -141,7 +140,7 @@ class StoredJobs:
         inputs: Mapping[str, bytes],
         params: BaseModel,
         idempotency_key: str | None = None,
-        decoded: Mapping[str, DecodedImage] | None = None,
+        decoded: Mapping[str, Decoded] | None = None,
         *,
         owner: str | None = None,
         scope: str = "",
@@ -207,6 +206,13 @@ class StoredJobs:
         return deleted
 
 
+def _pixels(decoded: Mapping[str, Decoded]) -> int:
+    """Pixels that decoded uploads hold (a probed video holds none: its job decodes it)."""
+    return sum(
+        d.image.width * d.image.height for d in decoded.values() if isinstance(d, DecodedImage)
+    )
+
+
 class LocalJobs(StoredJobs):
     """Jobs run in the gateway process by `job_workers` asyncio tasks, at most
     `job_queue_size` waiting (then 503 `queue-full`); CPU-bound steps run in threads.
@@ -224,7 +230,7 @@ class LocalJobs(StoredJobs):
         # The uploads of the jobs held here, as the route decoded them, until they finish;
         # at most the decode budget's pixels of them (beyond it a job decodes its uploads
         # when it runs, `job_workers` at a time), so waiting jobs cannot grow memory.
-        self._decoded: dict[str, dict[str, DecodedImage]] = {}
+        self._decoded: dict[str, dict[str, Decoded]] = {}
         self.retained_pixels = 0
 
     async def start(self) -> None:
@@ -244,9 +250,7 @@ class LocalJobs(StoredJobs):
         self.retained_pixels = 0
         await self.memory.close()
 
-    async def _dispatch(
-        self, record: JobRecord, decoded: Mapping[str, DecodedImage] | None
-    ) -> None:
+    async def _dispatch(self, record: JobRecord, decoded: Mapping[str, Decoded] | None) -> None:
         try:
             self._queue.put_nowait(record.id)
         except asyncio.QueueFull:
@@ -255,7 +259,7 @@ class LocalJobs(StoredJobs):
                 f"{self._queue.qsize()} jobs are waiting; retry later",
                 retry_after=self.settings.retry_after,
             ) from None
-        pixels = sum(d.image.width * d.image.height for d in (decoded or {}).values())
+        pixels = _pixels(decoded or {})
         if decoded is not None and self.retained_pixels + pixels <= self.settings.decode_budget:
             self._decoded[record.id] = dict(decoded)
             self.retained_pixels += pixels
@@ -280,7 +284,7 @@ class LocalJobs(StoredJobs):
 
     def _release(self, job_id: str) -> None:
         images = self._decoded.pop(job_id, None) or {}
-        self.retained_pixels -= sum(d.image.width * d.image.height for d in images.values())
+        self.retained_pixels -= _pixels(images)
 
     async def _requeue(self, job_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -341,9 +345,7 @@ class CeleryJobs(StoredJobs):
             retry_after=self.settings.retry_after,
         )
 
-    async def _dispatch(
-        self, record: JobRecord, decoded: Mapping[str, DecodedImage] | None
-    ) -> None:
+    async def _dispatch(self, record: JobRecord, decoded: Mapping[str, Decoded] | None) -> None:
         # `decoded` stays here: the worker is another process, which decodes the uploads.
         assert self._celery is not None, "CeleryJobs.start() was not called"
         message = JobMessage(job_id=record.id, kind=record.kind).model_dump()

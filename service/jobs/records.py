@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.problems import PROBLEMS, ProblemSlug
-from service.schemas import JobState, ModelRef, Problem, SourceFace
+from service.schemas import JobProgress, JobState, ModelRef, Problem, SourceFace
 
 FINISHED: tuple[JobState, ...] = ("succeeded", "failed")
 
@@ -27,12 +27,18 @@ def new_job_id() -> str:
 
 
 class JobOutcome(BaseModel):
-    """What a finished job made, besides the image itself (kept with the job's record)."""
+    """What a finished job made, besides the result itself (kept with the job's record)."""
 
     model: ModelRef
     width: int
     height: int
-    inputs: dict[str, SourceFace] = Field(description="the face used from each upload")
+    inputs: dict[str, SourceFace] = Field(
+        default_factory=dict, description="the face used from each upload"
+    )
+    media_type: str = Field(
+        default="image/png",
+        description="what the stored result is: a PNG, or a JSON document (video jobs)",
+    )
 
 
 class JobRecord(BaseModel):
@@ -50,6 +56,7 @@ class JobRecord(BaseModel):
     attempts: int = Field(default=0, description="times a worker started it")
     retries: int = Field(default=0, description="retries after transient backend errors")
     error: Problem | None = None
+    progress: JobProgress | None = None
     outcome: JobOutcome | None = None
     idempotency: str | None = Field(default=None, description="digest of the Idempotency-Key")
     request_digest: str | None = Field(

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, Field
 
 from service.imaging import DecodedImage
-from service.jobs.kinds import JobKind, JobOutput, JobRuntime, png_size
+from service.jobs.kinds import JobKind, JobOutput, JobRuntime, Progress, png_size
 from service.jobs.records import JobOutcome
 from service.schemas import ModelRef
 
@@ -23,7 +23,10 @@ class TransferParams(BaseModel):
 
 
 async def run_transfer(
-    runtime: JobRuntime, images: Mapping[str, DecodedImage], params: TransferParams
+    runtime: JobRuntime,
+    images: Mapping[str, DecodedImage],
+    params: TransferParams,
+    progress: Progress,
 ) -> JobOutput:
     """The face of `face` wearing the expression of the face of `expression`."""
     entry = runtime.models.require(TRANSFER.model, TRANSFER.model_kind)

@@ -25,7 +25,7 @@ def test_readyz_names_each_capability(client: TestClient) -> None:
     body = r.json()
     assert body["checks"]["model:compact"]["ok"] is True
     capabilities = body["capabilities"]
-    assert set(capabilities) == {"classify", "transfer", "frontalize", "jobs"}
+    assert set(capabilities) == {"classify", "transfer", "frontalize", "video", "jobs"}
     assert capabilities["classify"]["ok"] is True and capabilities["jobs"]["ok"] is True
     assert capabilities["transfer"] == {
         "ok": False,

@@ -106,3 +106,18 @@ def test_frontalize_and_without_the_model_it_says_so(
     assert main(["frontalize", str(MULTI), "-o", str(out), "--url", busy_gateway.url]) == 2
     assert "has no frontalization model" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_video_prints_tracks_and_draws_the_timeline(
+    gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clip, timeline = DATA / "single_face.mp4", tmp_path / "timeline.png"
+    argv = ["video", str(clip), "--timeline", str(timeline), "--url", gateway.url]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "12 frames sampled at 5/s, 1 track(s)" in out and "track  1" in out
+    assert Image.open(timeline).width == 900
+
+    assert main(["video", str(clip), "--json", "--fps", "2", "--url", gateway.url]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert len(answer["frames"]) == 5 and answer["model"]["name"] == GATEWAY_DEFAULT

@@ -2,9 +2,9 @@
 
 `torchserve` (session scope) starts TorchServe 0.12 from this venv on free loopback ports,
 in a private working folder (its own TMPDIR, logs and config, written from the project's
-`model_store/config.properties`), loads `compact` from `model_store/compact.mar`, a
-tiny test `derl`, a tiny test `tdgan` and a tiny test `frontalize` (all exported by this
-checkout's `training/export.py`, so they carry its handlers), waits until their workers are
+`model_store/config.properties`), loads `compact` from `model_store/compact.mar`, and a
+tiny test `derl`, `tdgan`, `frontalize` and `sequence` (all exported by this checkout's
+`training/export.py`, so they carry its handlers), waits until their workers are
 READY and stops it at the end, checking that no process it started (Java frontend, Python
 workers) survives. Use its `inference_url`, `management_url` and `metrics_url` (base URLs,
 no trailing slash) and `model_store`.
@@ -55,6 +55,7 @@ def model_store(
     derl_store: Path,
     transfer_store: Callable[[float], Path],
     frontalize_store: Path,
+    sequence_store: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """The store the session's TorchServe serves: the repository's trained `compact.mar`
@@ -69,6 +70,7 @@ def model_store(
     shutil.copy(derl_store / "derl.mar", store / "derl.mar")
     shutil.copy(transfer_store(0.0) / "tdgan.mar", store / "tdgan.mar")
     shutil.copy(frontalize_store / "frontalize.mar", store / "frontalize.mar")
+    shutil.copy(sequence_store / "sequence.mar", store / "sequence.mar")
     return store
 
 
@@ -78,7 +80,7 @@ def torchserve(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     cfg = local_config(
         model_store,
         MODEL_STORE / CONFIG_NAME,
-        models=[MODEL, "derl", "tdgan", "frontalize"],
+        models=[MODEL, "derl", "tdgan", "frontalize", "sequence"],
         ports=free_ports(5),
     )
     cfg.number_of_gpu = 0  # the reference runs on the CPU; so must TorchServe

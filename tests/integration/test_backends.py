@@ -23,7 +23,7 @@ from service.faces import RetinaFaceDetector, crops_for
 from service.inference import LocalBackend, TorchServeBackend
 from service.launcher.process import TorchServe
 from service.problems import ModelNotReady
-from service.schemas import Generation
+from service.schemas import Generation, Prediction
 from service.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -220,3 +220,29 @@ def test_frontalize_then_classify_in_both_modes(torchserve: TorchServe, model_st
             assert abs(p - fb["probabilities"][c]) <= 0.01
         if not fb["frontalized"]:
             assert fb["probabilities"] == pytest.approx(fp["probabilities"], abs=TOLERANCE)
+
+
+def test_sequences_agree(torchserve: TorchServe, model_store: Path) -> None:
+    """The sequence handler (an untrained test `sequence.mar`: the network and its compact
+    backbone's source inside) answers the same through a stock TorchServe and in-process."""
+    entry = scan(model_store)["sequence"]
+    photo = Image.open(DATA / "astronaut.jpg").convert("RGB")
+    crops = crops_for(photo, RetinaFaceDetector().detect(np.asarray(photo)), entry.input)
+    sequence = [crops[0], crops[0][:, ::-1].copy(), crops[0]]
+
+    async def both() -> tuple[Prediction, Prediction]:
+        local = LocalBackend()
+        remote = TorchServeBackend(torchserve.inference_url, torchserve.management_url)
+        await local.start([entry])
+        await remote.start([entry])
+        try:
+            mine = await local.classify_sequence(entry, sequence)
+            return mine, await remote.classify_sequence(entry, sequence)
+        finally:
+            await local.close()
+            await remote.close()
+
+    mine, theirs = asyncio.run(both())
+    assert mine.label == theirs.label
+    for c in entry.classes:
+        assert abs(mine.probabilities[c] - theirs.probabilities[c]) <= TOLERANCE

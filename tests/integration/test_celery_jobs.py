@@ -548,3 +548,28 @@ def test_frontalize_job_on_a_worker(
         assert Image.open(io.BytesIO(r.content)).size == (48, 48)
         job = api.get(r.headers["location"]).json()
         assert job["kind"] == "frontalize" and job["status"] == "succeeded"
+
+
+def test_video_job_on_a_worker(
+    workers: Callable[[str, Path], Worker],
+    classify_and_transfer_store: Path,
+    prefix: str,
+) -> None:
+    """`POST /classify/video` through Redis and a worker: the worker probes the stored
+    clip again, streams its frames, reports progress into the record and stores the JSON
+    result; the clip is deleted from Redis once the job finished."""
+    worker = workers("video", classify_and_transfer_store)
+    for api in gateway(classify_and_transfer_store, prefix):
+        clip = {"video": ("single_face.mp4", (DATA / "single_face.mp4").read_bytes())}
+        r = api.post("/classify/video", params={"wait": 60}, files=clip)
+        assert r.status_code == 200, (r.text, worker.output()[-3000:])
+        body = r.json()
+        assert body["kind"] == "video" and len(body["frames"]) == 12
+        assert [len(t["frames"]) for t in body["tracks"]] == [12]
+        job = api.get(f"/jobs/{body['id']}").json()
+        assert job["progress"] == {"done": 12, "total": 12, "unit": "frames"}
+        timeline = api.get(body["timeline_url"])
+        assert timeline.status_code == 200 and timeline.headers["content-type"] == "image/png"
+        client = redis.Redis.from_url(REDIS)
+        assert not client.exists(f"{prefix}job:{body['id']}:inputs")
+        client.close()
