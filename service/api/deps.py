@@ -39,8 +39,9 @@ class Services:
         self.budget = PixelBudget(s.decode_budget, s.max_pixels, s.decode_wait, s.retry_after)
 
 
-def get_services(request: Request) -> Services:
-    """The app's services (503 while the app is starting or stopping)."""
+async def get_services(request: Request) -> Services:
+    """The app's services (503 while the app is starting or stopping). Dependencies are
+    `async` so that FastAPI calls them on the event loop, not through a thread pool."""
     services = getattr(request.app.state, "services", None)
     if not isinstance(services, Services):
         raise BackendUnavailable("the service is starting", retry_after=1)
@@ -111,7 +112,7 @@ class CallerJobs:
         return await self.queue.depth()
 
 
-def get_jobs(services: ServicesDep, caller: CallerDep) -> JobQueue:
+async def get_jobs(services: ServicesDep, caller: CallerDep) -> JobQueue:
     """The app's job queue, as the caller of the request sees it (`CallerJobs`)."""
     if services.jobs is None:
         raise ProblemError("queue-unavailable", "the job queue is not started", retry_after=1)

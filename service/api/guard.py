@@ -45,7 +45,7 @@ def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     """The caller `Guard` named for this request."""
     caller = getattr(request.state, "caller", None)
     if not isinstance(caller, Caller):  # an app built without the Guard: the client address
