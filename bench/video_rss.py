@@ -9,12 +9,19 @@ while the job runs, and saves the curve (RSS against sampled frames done) to
 
     python -m bench.video_rss                 # 120 s clip, fps 5
     python -m bench.video_rss --seconds 30 --fps 10
+    python -m bench.video_rss --worker        # on a real Celery worker (Redis at FER_REDIS_URL)
+
+With `--worker` the job runs where production runs it: a `fer-service worker` process
+(Celery, prefork, concurrency 1) behind a `fer-service serve` gateway with
+`FER_JOBS=celery`; the RSS sampled is that of the worker's process tree (the pool process
+that runs the job, and its parent), and the results go to `video_rss_worker.*`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import threading
 import time
@@ -93,6 +100,76 @@ async def run_job(clip: bytes, fps: float, samples: list[dict[str, float]]) -> d
     return answer.model_dump(mode="json")
 
 
+def tree_rss_mb(process: psutil.Process) -> float:
+    """RSS of a process and all its children, in MiB."""
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+async def run_worker_job(
+    clip: bytes, fps: float, samples: list[dict[str, float]]
+) -> dict[str, Any]:
+    """One video job on a real Celery worker behind a real gateway; `samples` get (t, the
+    worker tree's RSS, frames done)."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.common import gateway_process
+    from service.client import AsyncClient
+
+    env = {
+        "FER_JOBS": "celery",
+        "FER_REDIS_PREFIX": f"fer-bench-video-{os.getpid()}:",
+        "FER_MODELS": '["compact"]',
+        "FER_MAX_VIDEO_BYTES": str(max(64 * 1024 * 1024, len(clip) + 1)),
+        "FER_JOB_TIMEOUT": "3600",
+        "FER_JOB_VISIBILITY_TIMEOUT": "7200",
+    }
+    exe = str(Path(sys.executable).parent / "fer-service")
+    worker = subprocess.Popen(
+        [exe, "worker", "--concurrency", "1", "--loglevel", "warning"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    progress = {"done": 0.0}
+
+    def show(job: Any) -> None:
+        if job.progress is not None:
+            progress["done"] = float(job.progress.done)
+
+    stop = threading.Event()
+    t0 = time.monotonic()
+    tree = psutil.Process(worker.pid)
+
+    def sample() -> None:
+        while not stop.is_set():
+            rss = tree_rss_mb(tree)
+            samples.append({"t": time.monotonic() - t0, "rss_mb": rss, "done": progress["done"]})
+            stop.wait(0.25)
+
+    try:
+        with gateway_process(env) as gw:
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            try:
+                async with AsyncClient(gw.url, timeout=120) as client:
+                    answer = await client.classify_video(
+                        clip, fps=fps, timeout=3600, on_update=show
+                    )
+            finally:
+                stop.set()
+                sampler.join()
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    return answer.model_dump(mode="json")
+
+
 def plot(samples: list[dict[str, float]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -116,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=120.0, help="length of the clip")
     p.add_argument("--fps", type=float, default=5.0, help="the job's sampling rate")
+    p.add_argument("--worker", action="store_true", help="run the job on a Celery worker")
     args = p.parse_args(argv)
+    name = "video_rss_worker" if args.worker else "video_rss"
     t0 = time.monotonic()
     clip = make_clip(args.seconds)
     made = time.monotonic() - t0
@@ -124,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"clip: {args.seconds:g} s of 1280x720 at 30 fps, {size:.1f} MB ({made:.0f} s)")
     samples: list[dict[str, float]] = []
     t1 = time.monotonic()
-    answer = asyncio.run(run_job(clip, args.fps, samples))
+    job = run_worker_job if args.worker else run_job
+    answer = asyncio.run(job(clip, args.fps, samples))
     took = time.monotonic() - t1
     done = [s for s in samples if s["done"] > 0]
     first = done[0]["rss_mb"] if done else float("nan")
@@ -146,12 +226,14 @@ def main(argv: list[str] | None = None) -> int:
         "samples": [{k: round(v, 2) for k, v in s.items()} for s in samples],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
+    figures["where"] = "celery worker process tree" if args.worker else "embedded, in process"
     title = (
-        f"video job RSS: {args.seconds:g} s 720p clip, fps {args.fps:g}, {frames} frames; "
+        f"{'worker' if args.worker else 'video job'} RSS: {args.seconds:g} s 720p clip, "
+        f"fps {args.fps:g}, {frames} frames; "
         f"growth {peak - first:.0f} MiB"
     )
-    plot(samples, RESULTS / "video_rss.png", title)
-    save("video_rss", figures)
+    plot(samples, RESULTS / f"{name}.png", title)
+    save(name, figures)
     print(
         f"{frames} sampled frames in {took:.0f} s, tracks {figures['tracks']}; RSS "
         f"{first:.0f} MiB at the first progress, peak {peak:.0f}, last {last:.0f}: growth "
