@@ -54,7 +54,7 @@ def add_serve(subparsers: Subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     p.add_argument(
         "--backend",
-        choices=["local", "torchserve"],
+        choices=["local", "torchserve", "oip"],
         help="where models run (default: FER_BACKEND, else local)",
     )
     p.add_argument("--model-store", type=Path, help="folder of .mar files (FER_MODEL_STORE)")

@@ -408,6 +408,10 @@ def make_backend(settings: Settings) -> InferenceBackend:
     """The backend `settings.backend` names."""
     if settings.backend == "torchserve":
         return TorchServeBackend.from_settings(settings)
+    if settings.backend == "oip":
+        from service.oip import OipBackend  # it builds on this module's ModelStatus
+
+        return OipBackend.from_settings(settings)
     return LocalBackend(
         runtime=settings.model_runtime,
         threads=settings.model_threads,

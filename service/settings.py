@@ -17,10 +17,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FER_", extra="ignore")
 
-    backend: Literal["local", "torchserve"] = Field(
+    backend: Literal["local", "torchserve", "oip"] = Field(
         default="local",
         description="where models run: `local` (in the gateway process, from the .mar "
-        "files) or `torchserve` (over HTTP)",
+        "files), `torchserve` (over HTTP) or `oip` (an Open Inference Protocol v2 server "
+        "such as MLServer, Triton or KServe, at FER_OIP_URL)",
     )
     model_store: Path = Field(
         default=DEFAULT_MODEL_STORE,
@@ -41,6 +42,11 @@ class Settings(BaseSettings):
     )
     torchserve_management_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8081"), description="TorchServe management API"
+    )
+    oip_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:8080"),
+        description="the OIP v2 server's REST API (FER_BACKEND=oip); its timeouts and "
+        "connections are the FER_TORCHSERVE_* ones",
     )
     torchserve_timeout: float = Field(
         default=30.0, gt=0, description="seconds to wait for one TorchServe prediction"
