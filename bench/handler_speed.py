@@ -27,7 +27,7 @@ import torch
 
 from bench.common import ROOT, save
 from service.archive import open_archive
-from service.inference import crops_tensor
+from service.wire import crops_tensor
 
 
 def sync(device: torch.device) -> None:

@@ -113,9 +113,9 @@ def crops_body(photo: bytes, model: str) -> bytes:
     """The photo's crops exactly as the gateway sends them to TorchServe."""
     from service.catalog import ModelStore
     from service.faces import RetinaFaceDetector
-    from service.inference import predict_request
     from service.pipeline import FacePipeline
     from service.settings import Settings
+    from service.wire import predict_request
 
     settings = Settings()
     entry = ModelStore.from_settings(settings).classifier(model or None)

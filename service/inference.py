@@ -23,9 +23,6 @@ Failures are `BackendError`s (service/problems.py), served as 502/503/504 proble
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,14 +31,20 @@ from typing import Any, Protocol
 
 import httpx
 import numpy as np
-from PIL import Image
-from pydantic import ValidationError
 
 from service.archive import LoadedArchive, open_archive
 from service.catalog import ModelEntry
 from service.problems import BackendError, BackendTimeout, BackendUnavailable, ModelNotReady
 from service.schemas import Generation, Prediction
 from service.settings import Settings
+from service.wire import (
+    generation,
+    generation_request,
+    one_row,
+    predict_request,
+    predictions,
+    sequence_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,68 +87,6 @@ class InferenceBackend(Protocol):
     async def status(self, model: ModelEntry) -> ModelStatus:
         """Whether `model` can answer now."""
         ...
-
-
-def encode_crop(crop: np.ndarray) -> bytes:
-    """A face crop as the PNG file the handlers take as a request body."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(crop, dtype=np.uint8)).save(
-        buf, format="PNG", compress_level=1
-    )
-    return buf.getvalue()
-
-
-def crops_tensor(crops: Sequence[np.ndarray]) -> bytes:
-    """Face crops (uint8, all the same shape) as one `.npy` file, [N, S, S] or [N, S, S, 3]."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(np.stack(crops), dtype=np.uint8), allow_pickle=False)
-    return buf.getvalue()
-
-
-def predict_request(crops: Sequence[np.ndarray], neutral: bool = False) -> tuple[bytes, str]:
-    """The body and content type a classifier handler takes for a photo's crops: the `.npy`
-    tensor itself, or JSON `{"crops": base64 .npy, "neutral": true}` to also get DeRL's
-    neutral faces. The handler answers with a list of one result per crop."""
-    tensor = crops_tensor(crops)
-    if not neutral:
-        return tensor, "application/x-npy"
-    body = {"crops": base64.b64encode(tensor).decode("ascii"), "neutral": True}
-    return json.dumps(body).encode(), "application/json"
-
-
-def generation_request(inputs: Mapping[str, np.ndarray]) -> bytes:
-    """The JSON body a generating handler takes: `{name: base64 PNG of the crop}`."""
-    return json.dumps(
-        {name: base64.b64encode(encode_crop(crop)).decode("ascii") for name, crop in inputs.items()}
-    ).encode()
-
-
-def sequence_request(crops: Sequence[np.ndarray]) -> bytes:
-    """The body a sequence handler takes: the track's crops, in time order, as one `.npy`
-    tensor (as `predict` sends a photo's)."""
-    return crops_tensor(crops)
-
-
-def _generation(rows: Any, source: str) -> Generation:
-    row = _one_row(rows)
-    try:
-        return Generation.model_validate(row)
-    except ValidationError as exc:
-        raise BackendError(f"{source} returned a malformed image: {exc}") from exc
-
-
-def _one_row(rows: Any) -> Any:
-    """The handler's answer to a single request row."""
-    return rows[0] if isinstance(rows, list) and len(rows) == 1 else rows
-
-
-def _predictions(rows: Any, expected: int, source: str) -> list[Prediction]:
-    if not isinstance(rows, list) or len(rows) != expected:
-        raise BackendError(f"{source} returned {type(rows).__name__}, not {expected} results")
-    try:
-        return [Prediction.model_validate(r) for r in rows]
-    except ValidationError as exc:
-        raise BackendError(f"{source} returned a malformed prediction: {exc}") from exc
 
 
 class LocalBackend:
@@ -210,7 +151,7 @@ class LocalBackend:
         if not crops:
             return []
         rows = await self._handle(loaded, [{"body": predict_request(crops, neutral)[0]}])
-        return _predictions(_one_row(rows), len(crops), f"model '{model.name}'")
+        return predictions(one_row(rows), len(crops), f"model '{model.name}'")
 
     async def generate(self, model: ModelEntry, inputs: Mapping[str, np.ndarray]) -> Generation:
         """One request with every named crop, through the model's handler."""
@@ -219,7 +160,7 @@ class LocalBackend:
             detail = self._failed.get(model.name, "not loaded")
             raise ModelNotReady(f"model '{model.name}' {detail}")
         rows = await self._handle(loaded, [{"body": generation_request(inputs)}])
-        return _generation(rows, f"model '{model.name}'")
+        return generation(rows, f"model '{model.name}'")
 
     async def classify_sequence(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> Prediction:
         """One request with the whole sequence, through the model's handler."""
@@ -228,7 +169,7 @@ class LocalBackend:
             detail = self._failed.get(model.name, "not loaded")
             raise ModelNotReady(f"model '{model.name}' {detail}")
         rows = await self._handle(loaded, [{"body": sequence_request(crops)}])
-        return _predictions(rows, 1, f"model '{model.name}'")[0]
+        return predictions(rows, 1, f"model '{model.name}'")[0]
 
     async def _handle(self, loaded: LoadedArchive, batch: list[dict[str, Any]]) -> Any:
         async with self._locks[loaded.name]:  # handlers are not meant to run concurrently
@@ -304,17 +245,17 @@ class TorchServeBackend:
         if not crops:
             return []
         rows = await self._predict_one(model, *predict_request(crops, neutral))
-        return _predictions(rows, len(crops), "TorchServe")
+        return predictions(rows, len(crops), "TorchServe")
 
     async def generate(self, model: ModelEntry, inputs: Mapping[str, np.ndarray]) -> Generation:
         """One JSON request with every named crop."""
         row = await self._predict_one(model, generation_request(inputs), "application/json")
-        return _generation(row, "TorchServe")
+        return generation(row, "TorchServe")
 
     async def classify_sequence(self, model: ModelEntry, crops: Sequence[np.ndarray]) -> Prediction:
         """One JSON request with the whole sequence."""
         row = await self._predict_one(model, sequence_request(crops), "application/x-npy")
-        return _predictions(row if isinstance(row, list) else [row], 1, "TorchServe")[0]
+        return predictions(row if isinstance(row, list) else [row], 1, "TorchServe")[0]
 
     async def _predict_one(
         self, model: ModelEntry, body: bytes, content_type: str = "image/png"

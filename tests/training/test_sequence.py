@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from service.archive import open_archive
-from service.inference import crops_tensor
+from service.wire import crops_tensor
 from training.__main__ import main
 from training.data.ckplus import load_ckplus
 from training.data.sequences import ckplus_sequences, synthetic_sequences
