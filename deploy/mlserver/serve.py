@@ -53,9 +53,15 @@ def ensure_venv(venv: Path) -> Path:
 
 
 def write_repository(
-    store: Path, target: Path, port: int, models: Sequence[str] | None = None
+    store: Path,
+    target: Path,
+    port: int,
+    models: Sequence[str] | None = None,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
 ) -> list[str]:
-    """An MLServer model repository in `target` for the archives of `store`; their names."""
+    """An MLServer model repository in `target` for the archives of `store`; their names.
+    HTTP on `port`, gRPC and metrics on the given ports (default: the next two)."""
     names = []
     for mar in sorted(store.glob("*.mar")):
         with zipfile.ZipFile(mar) as z:
@@ -74,8 +80,8 @@ def write_repository(
     server = {
         "host": "127.0.0.1",
         "http_port": port,
-        "grpc_port": port + 1,
-        "metrics_port": port + 2,
+        "grpc_port": grpc_port or port + 1,
+        "metrics_port": metrics_port or port + 2,
         "parallel_workers": 0,  # the models run in the server process (as one worker)
     }
     (target / "settings.json").write_text(json.dumps(server))

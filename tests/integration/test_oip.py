@@ -65,11 +65,10 @@ def mlserver(oip_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """A running MLServer serving `oip_store`; its base URL."""
     serve = _serve_module()
     python = serve.ensure_venv(serve.DEFAULT_VENV)
-    port = free_ports(1)[0]
-    while any(_port_busy(port + i) for i in (1, 2)):
-        port = free_ports(1)[0]
+    # three ports free now (not port+1, port+2: an ephemeral client port may hold those)
+    port, grpc, metrics = free_ports(3)
     repo = tmp_path_factory.mktemp("mlserver-repo")
-    names = serve.write_repository(oip_store, repo, port)
+    names = serve.write_repository(oip_store, repo, port, grpc_port=grpc, metrics_port=metrics)
     assert sorted(names) == ["compact", "derl", "sequence", "tdgan"]
     cmd, env = serve.command(python, repo)
     log = (repo / "mlserver.log").open("wb")
@@ -88,13 +87,6 @@ def mlserver(oip_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         process.terminate()
         process.wait(timeout=30)
         log.close()
-
-
-def _port_busy(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _ready(url: str) -> bool:
