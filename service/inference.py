@@ -186,20 +186,20 @@ class LocalBackend:
         return ModelStatus(False, self._failed.get(model.name, "not loaded"))
 
 
-class TorchServeBackend:
-    """Sends crops to a TorchServe that serves the same `.mar` files."""
+class HttpBackend:
+    """What the backends that talk to a model server over HTTP share: one pooled
+    `httpx.AsyncClient` with the FER_TORCHSERVE_* timeouts and connection limit, opened by
+    `start` and closed by `close` (the server loads the models itself)."""
+
+    name = "the model server"
 
     def __init__(
         self,
-        inference_url: str,
-        management_url: str,
         timeout: float = 30.0,
         connect_timeout: float = 2.0,
         max_connections: int = 64,
         retry_after: int = 5,
     ) -> None:
-        self.inference_url = inference_url.rstrip("/")
-        self.management_url = management_url.rstrip("/")
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self.limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
@@ -207,26 +207,24 @@ class TorchServeBackend:
         self.retry_after = retry_after
         self._client: httpx.AsyncClient | None = None
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TorchServeBackend:
-        """A backend for the TorchServe that `settings` point at."""
-        return cls(
-            str(settings.torchserve_url),
-            str(settings.torchserve_management_url),
-            timeout=settings.torchserve_timeout,
-            connect_timeout=settings.torchserve_connect_timeout,
-            max_connections=settings.torchserve_max_connections,
-            retry_after=settings.retry_after,
-        )
+    @staticmethod
+    def client_settings(settings: Settings) -> dict[str, Any]:
+        """The client's keyword arguments from `settings`."""
+        return {
+            "timeout": settings.torchserve_timeout,
+            "connect_timeout": settings.torchserve_connect_timeout,
+            "max_connections": settings.torchserve_max_connections,
+            "retry_after": settings.retry_after,
+        }
 
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            raise BackendUnavailable("the TorchServe client is not started", self.retry_after)
+            raise BackendUnavailable(f"the client of {self.name} is not started", self.retry_after)
         return self._client
 
     async def start(self, models: Sequence[ModelEntry]) -> None:
-        """Open the shared client; TorchServe loads the models itself."""
+        """Open the shared client."""
         self._client = httpx.AsyncClient(timeout=self.timeout, limits=self.limits)
 
     async def close(self) -> None:
@@ -234,6 +232,26 @@ class TorchServeBackend:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class TorchServeBackend(HttpBackend):
+    """Sends crops to a TorchServe that serves the same `.mar` files."""
+
+    name = "TorchServe"
+
+    def __init__(self, inference_url: str, management_url: str, **client: Any) -> None:
+        super().__init__(**client)
+        self.inference_url = inference_url.rstrip("/")
+        self.management_url = management_url.rstrip("/")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TorchServeBackend:
+        """A backend for the TorchServe that `settings` point at."""
+        return cls(
+            str(settings.torchserve_url),
+            str(settings.torchserve_management_url),
+            **cls.client_settings(settings),
+        )
 
     def _model_path(self, model: ModelEntry) -> str:
         return f"{model.name}/{model.version}" if model.version else model.name

@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 
 from service.catalog import ModelEntry
-from service.inference import ModelStatus
+from service.inference import HttpBackend, ModelStatus
 from service.problems import BackendError, BackendTimeout, BackendUnavailable, ModelNotReady
 from service.schemas import Generation, Prediction
 from service.settings import Settings
@@ -67,50 +67,19 @@ def _by_class(row: np.ndarray, classes: Sequence[str]) -> Prediction:
     return Prediction(probabilities=probs, label=max(probs, key=probs.__getitem__))
 
 
-class OipBackend:
+class OipBackend(HttpBackend):
     """Sends the crops to an OIP v2 server (REST) that serves the store's archives."""
 
-    def __init__(
-        self,
-        url: str,
-        timeout: float = 30.0,
-        connect_timeout: float = 2.0,
-        max_connections: int = 64,
-        retry_after: int = 5,
-    ) -> None:
+    name = "the OIP server"
+
+    def __init__(self, url: str, **client: Any) -> None:
+        super().__init__(**client)
         self.url = url.rstrip("/")
-        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self.limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        self.retry_after = retry_after
-        self._client: httpx.AsyncClient | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OipBackend:
         """A backend for the OIP v2 server `settings.oip_url` names."""
-        return cls(
-            str(settings.oip_url),
-            timeout=settings.torchserve_timeout,
-            connect_timeout=settings.torchserve_connect_timeout,
-            max_connections=settings.torchserve_max_connections,
-            retry_after=settings.retry_after,
-        )
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise BackendUnavailable("the OIP client is not started", self.retry_after)
-        return self._client
-
-    async def start(self, models: Sequence[ModelEntry]) -> None:
-        """Open the shared client; the server loads the models itself."""
-        self._client = httpx.AsyncClient(timeout=self.timeout, limits=self.limits)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        return cls(str(settings.oip_url), **cls.client_settings(settings))
 
     def _path(self, model: ModelEntry) -> str:
         version = f"/versions/{model.version}" if model.version else ""
