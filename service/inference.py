@@ -233,6 +233,48 @@ class HttpBackend:
             await self._client.aclose()
             self._client = None
 
+    def message(self, response: httpx.Response) -> str:
+        """The server's error message in an answer (one line)."""
+        return response.text[:300]
+
+    async def post(self, model: ModelEntry, url: str, **request: Any) -> Any:
+        """POST to the server for `model`; its JSON answer, or the gateway's problem for a
+        failure (404 model-not-ready, 503/507 unavailable, 408/504 timeout, others
+        backend-error). Details name the server's address: they go to the log only."""
+        try:
+            response = await self.client.post(url, **request)
+        except httpx.TimeoutException as exc:
+            log.warning("%s (%s) timed out: %r", self.name, url, exc)
+            raise BackendTimeout(
+                f"{self.name} did not answer for model '{model.name}' in time"
+            ) from exc
+        except httpx.TransportError as exc:
+            log.warning("cannot reach %s (%s): %r", self.name, url, exc)
+            raise BackendUnavailable(
+                "the inference backend cannot be reached", self.retry_after
+            ) from exc
+        status = response.status_code
+        if status == 200:
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise BackendError(f"{self.name} returned a body that is not JSON") from exc
+        message = self.message(response)
+        if status == 404:
+            raise ModelNotReady(
+                f"{self.name} has no model '{model.name}' version '{model.version}': {message}",
+                self.retry_after,
+            )
+        if status in (503, 507):  # no worker free / worker died / out of memory
+            raise BackendUnavailable(
+                f"{self.name} cannot serve '{model.name}' now ({status}): {message}",
+                self.retry_after,
+            )
+        if status in (408, 504):
+            raise BackendTimeout(f"{self.name} timed out on '{model.name}' ({status}): {message}")
+        log.warning("%s answered %d for model %s: %s", self.name, status, model.name, message)
+        raise BackendError(f"{self.name} answered {status} for model '{model.name}'")
+
 
 class TorchServeBackend(HttpBackend):
     """Sends crops to a TorchServe that serves the same `.mar` files."""
@@ -279,42 +321,10 @@ class TorchServeBackend(HttpBackend):
         self, model: ModelEntry, body: bytes, content_type: str = "image/png"
     ) -> Any:
         url = f"{self.inference_url}/predictions/{self._model_path(model)}"
-        try:
-            response = await self.client.post(
-                url, content=body, headers={"Content-Type": content_type}
-            )
-        # Details name TorchServe's address: they go to the log, not to the client.
-        except httpx.TimeoutException as exc:
-            log.warning("TorchServe at %s timed out: %r", self.inference_url, exc)
-            raise BackendTimeout(
-                f"TorchServe did not answer for model '{model.name}' in time"
-            ) from exc
-        except httpx.TransportError as exc:
-            log.warning("cannot reach TorchServe at %s: %r", self.inference_url, exc)
-            raise BackendUnavailable(
-                "the inference backend cannot be reached", self.retry_after
-            ) from exc
-        status = response.status_code
-        if status == 200:
-            try:
-                return response.json()
-            except ValueError as exc:
-                raise BackendError("TorchServe returned a body that is not JSON") from exc
-        message = _torchserve_message(response)
-        if status == 404:
-            raise ModelNotReady(
-                f"TorchServe has no model '{model.name}' version '{model.version}': {message}",
-                self.retry_after,
-            )
-        if status in (503, 507):  # no worker free / worker died / out of memory
-            raise BackendUnavailable(
-                f"TorchServe cannot serve '{model.name}' now ({status}): {message}",
-                self.retry_after,
-            )
-        if status in (408, 504):
-            raise BackendTimeout(f"TorchServe timed out on '{model.name}' ({status}): {message}")
-        log.warning("TorchServe answered %d for model %s: %s", status, model.name, message)
-        raise BackendError(f"TorchServe answered {status} for model '{model.name}'")
+        return await self.post(model, url, content=body, headers={"Content-Type": content_type})
+
+    def message(self, response: httpx.Response) -> str:
+        return _torchserve_message(response)
 
     async def status(self, model: ModelEntry) -> ModelStatus:
         """Ready when TorchServe's management API lists a READY worker for the model."""

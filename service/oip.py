@@ -28,7 +28,7 @@ import numpy as np
 
 from service.catalog import ModelEntry
 from service.inference import HttpBackend, ModelStatus
-from service.problems import BackendError, BackendTimeout, BackendUnavailable, ModelNotReady
+from service.problems import BackendError
 from service.schemas import Generation, Prediction
 from service.settings import Settings
 
@@ -127,35 +127,7 @@ class OipBackend(HttpBackend):
             raise BackendError(f"the OIP server returned a malformed image: {exc}") from exc
 
     async def _infer(self, model: ModelEntry, request: dict[str, Any]) -> Any:
-        try:
-            response = await self.client.post(f"{self._path(model)}/infer", json=request)
-        # Details name the server's address: they go to the log, not to the client.
-        except httpx.TimeoutException as exc:
-            log.warning("the OIP server at %s timed out: %r", self.url, exc)
-            raise BackendTimeout(f"the model server did not answer for '{model.name}'") from exc
-        except httpx.TransportError as exc:
-            log.warning("cannot reach the OIP server at %s: %r", self.url, exc)
-            raise BackendUnavailable(
-                "the inference backend cannot be reached", self.retry_after
-            ) from exc
-        status = response.status_code
-        if status == 200:
-            try:
-                return response.json()
-            except ValueError as exc:
-                raise BackendError("the OIP server returned a body that is not JSON") from exc
-        message = response.text[:300]
-        if status == 404:
-            raise ModelNotReady(
-                f"the model server has no model '{model.name}' version '{model.version}'",
-                self.retry_after,
-            )
-        if status in (503, 507):
-            raise BackendUnavailable(f"the model server cannot serve '{model.name}' now", 5)
-        if status in (408, 504):
-            raise BackendTimeout(f"the model server timed out on '{model.name}' ({status})")
-        log.warning("the OIP server answered %d for model %s: %s", status, model.name, message)
-        raise BackendError(f"the model server answered {status} for model '{model.name}'")
+        return await self.post(model, f"{self._path(model)}/infer", json=request)
 
     async def status(self, model: ModelEntry) -> ModelStatus:
         """Ready when the server says the model (that version) is ready."""
