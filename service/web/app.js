@@ -65,8 +65,11 @@ async function loadModels() {
   }
   updateNeutralOption();
   $("transfer-missing").hidden = models.some((m) => m.kind === "transfer");
-  // Frontalization only where the gateway has such a model.
-  document.querySelector('[data-tab="frontalize"]').hidden = !models.some((m) => m.kind === "frontalizer");
+  // Frontalization (its tab, and frontalize-then-classify) only where the gateway has such a model.
+  const frontalizer = models.some((m) => m.kind === "frontalizer");
+  document.querySelector('[data-tab="frontalize"]').hidden = !frontalizer;
+  $("frontalize-option").hidden = !frontalizer;
+  if (!frontalizer) $("frontalize-faces").checked = false;
 }
 
 function updateNeutralOption() {
@@ -83,6 +86,11 @@ function classifyUrl(neutral) {
   const params = new URLSearchParams();
   if ($("model").value) params.set("model", $("model").value);
   if (neutral && $("neutral").checked) params.set("neutral", "true");
+  if ($("frontalize-faces").checked) {
+    params.set("frontalize", "true");
+    const minYaw = $("frontalize-min-yaw").value;
+    if (minYaw !== "") params.set("frontalize_min_yaw", minYaw);
+  }
   return `classify?${params}`;
 }
 
@@ -164,6 +172,12 @@ function listFaces(faces) {
     const title = document.createElement("h3");
     title.textContent = label(face);
     item.append(title);
+    // The head's estimated yaw, and whether its frontal view is what was classified.
+    const pose = document.createElement("p");
+    pose.className = "pose";
+    pose.textContent = `yaw ${Math.round(face.yaw)}°${face.frontalized ? " · frontalized" : ""}`;
+    pose.dataset.frontalized = String(Boolean(face.frontalized));
+    item.append(pose);
     for (const [name, p] of Object.entries(face.probabilities)) {
       const row = document.createElement("div");
       row.className = "bar";

@@ -125,6 +125,37 @@ def test_neutral_faces_on_request(page: Any) -> None:
     assert page.is_disabled("#neutral") and not page.is_checked("#neutral")
 
 
+def test_frontalize_then_classify_on_request(page: Any, gateway: Gateway) -> None:
+    photo = DATA / "multi_face.jpg"
+    with Client(gateway.url) as client:
+        plain = client.classify(photo)
+        turned = client.classify(photo, frontalize=True, frontalize_min_yaw=0)
+    assert page.is_visible("#frontalize-option")  # the store has the test frontalizer
+
+    # Off by default: every card says its yaw, none says frontalized.
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_function("document.querySelectorAll('#faces li.face').length === 5")
+    poses = page.query_selector_all("#faces li.face .pose")
+    assert [p.text_content() for p in poses] == [f"yaw {round(f.yaw)}°" for f in plain.faces]
+    assert all(p.get_attribute("data-frontalized") == "false" for p in poses)
+
+    # On, from 0 degrees: every face's frontal view is classified, as the API answers.
+    page.check("#frontalize-faces")
+    page.fill("#frontalize-min-yaw", "0")
+    page.set_input_files("#photo", str(DATA / "astronaut.jpg"))  # a change event each time
+    page.wait_for_function("document.querySelectorAll('#faces li.face').length === 1")
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_function(
+        "document.querySelectorAll('#faces .pose[data-frontalized=true]').length === 5"
+    )
+    cards = page.query_selector_all("#faces li.face")
+    assert [c.get_attribute("data-expression") for c in cards] == [
+        f.expression for f in turned.faces
+    ]
+    assert all(c.query_selector(".pose").text_content().endswith("· frontalized") for c in cards)
+    assert page.is_hidden("#error")
+
+
 def test_error_shows_the_problem(page: Any, tmp_path: Path) -> None:
     text = tmp_path / "notes.png"  # named like an image, but text
     text.write_text("not an image at all")
