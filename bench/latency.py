@@ -1,7 +1,8 @@
 """Latency of `POST /classify` over real HTTP against a gateway started for the purpose.
 
 Starts `fer-service serve` (embedded backend unless `--backend torchserve` with a running
-TorchServe) on a free loopback port, sends each test photo `--n` times (sequentially, then
+TorchServe) on a free loopback port, sends each test photo `--n` times (sequentially over one
+keep-alive connection as `bench.common.ClassifyClient` does, then `multi_face`
 `--concurrency` at a time) and reports p50/p95 end-to-end latency and the gateway's own
 step timings (`Server-Timing`: decode, detect, align, classify). Saves
 `bench/results/latency.json`.
@@ -18,50 +19,16 @@ import time
 
 import httpx
 
-from bench.common import ROOT, gateway_process, save
+from bench.common import ROOT, gateway_process, percentile, save, time_photos
 
 PHOTOS = ["astronaut.jpg", "grace_hopper.jpg", "multi_face.jpg", "no_face.jpg"]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def server_timing(header: str) -> dict[str, float]:
-    out = {}
-    for part in header.split(","):
-        name, _, rest = part.strip().partition(";dur=")
-        if rest:
-            out[name] = float(rest)
-    return out
-
-
 async def run(url: str, photos: dict[str, bytes], n: int, concurrency: int, model: str) -> dict:
     params = {"model": model} if model else {}
-    results: dict[str, dict] = {}
+    # Sequential: one keep-alive connection, the photo as the body (bench.common).
+    results: dict[str, dict] = await asyncio.to_thread(time_photos, url, photos, n, params)
     async with httpx.AsyncClient(timeout=60) as client:
-        for name, data in photos.items():
-            await client.post(f"{url}/classify", params=params, files={"image": (name, data)})
-            lat, steps = [], []
-            for _ in range(n):
-                t = time.perf_counter()
-                r = await client.post(
-                    f"{url}/classify", params=params, files={"image": (name, data)}
-                )
-                lat.append((time.perf_counter() - t) * 1000)
-                r.raise_for_status()
-                steps.append(server_timing(r.headers.get("server-timing", "")))
-            faces = len(r.json()["faces"])
-            step_names = sorted({k for s in steps for k in s})
-            results[name] = {
-                "faces": faces,
-                "p50_ms": statistics.median(lat),
-                "p95_ms": percentile(lat, 0.95),
-                "server_timing_median_ms": {
-                    k: statistics.median([s.get(k, 0.0) for s in steps]) for k in step_names
-                },
-            }
         data = photos["multi_face.jpg"]
         sem = asyncio.Semaphore(concurrency)
 
@@ -115,6 +82,8 @@ def main() -> None:
         "concurrency": args.concurrency,
         "model": args.model or "default",
         "transport": "HTTP over loopback",
+        "client": "sequential: http.client, one keep-alive connection, the photo as an "
+        "image/jpeg body; concurrent: httpx.AsyncClient, multipart form",
     }
     print(f"saved {save('latency', {'settings': settings, 'results': results})}")
 

@@ -9,7 +9,8 @@ emotion model and Haar cascade ship inside its wheel, the worker refuses network
 and nothing in the pinned set downloads weights. Then, after the fer side has exited,
 `fer-service serve` (embedded backend) is started and `POST /classify` timed end to end
 over HTTP on loopback, from the photo's bytes to the parsed reply, as bench/latency.py
-does. Each side: one warm-up, then `--n` sequential runs per photo; p50 and p95.
+does (`bench.common.ClassifyClient`: one keep-alive connection, the photo as the body).
+Each side: one warm-up, then `--n` sequential runs per photo; p50 and p95.
 Saves `bench/results/peers.json`.
 
     python -m bench.peers [--n 20] [--venv PATH]
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,10 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.common import ROOT, gateway_process, save
-from bench.latency import PHOTOS, percentile, server_timing
+from bench.common import ROOT, gateway_process, save, time_photos
+from bench.latency import PHOTOS
 
 WORKER = ROOT / "bench" / "peers_fer_worker.py"
 DEFAULT_VENV = Path.home() / ".cache" / "fer-service-bench" / "fer-venv"
@@ -142,39 +140,7 @@ def run_fer(venv: Path, photos: list[Path], n: int) -> dict[str, Any]:
 
 
 def run_service(url: str, photos: list[Path], n: int) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    with httpx.Client(timeout=60) as client:
-        for path in photos:
-            data = path.read_bytes()
-
-            def once(data: bytes = data, name: str = path.name) -> httpx.Response:
-                r = client.post(f"{url}/classify", files={"image": (name, data)})
-                r.raise_for_status()
-                r.json()
-                return r
-
-            once()  # warm-up
-            lat, steps = [], []
-            for _ in range(n):
-                t = time.perf_counter()
-                r = once()
-                lat.append((time.perf_counter() - t) * 1000)
-                steps.append(server_timing(r.headers.get("server-timing", "")))
-            faces = r.json()["faces"]
-            step_names = sorted({k for s in steps for k in s})
-            results[path.name] = {
-                "faces": len(faces),
-                "p50_ms": statistics.median(lat),
-                "p95_ms": percentile(lat, 0.95),
-                "server_timing_median_ms": {
-                    k: statistics.median([s.get(k, 0.0) for s in steps]) for k in step_names
-                },
-                "boxes": [
-                    [round(f["box"][k]) for k in ("x", "y", "width", "height")] for f in faces
-                ],
-                "expressions": [f["expression"] for f in faces],
-            }
-    return results
+    return time_photos(url, {path.name: path.read_bytes() for path in photos}, n)
 
 
 def iou(a: list[int], b: list[int]) -> float:
@@ -261,8 +227,9 @@ def main() -> None:
         "order": "fer side first (its own process, exited), then the fer-service gateway",
         "timed_fer": "cv2.imdecode(bytes, IMREAD_COLOR) + FER().detect_emotions(image), in "
         "process (no HTTP, no serialisation)",
-        "timed_fer_service": "POST /classify (multipart upload of the bytes) to `fer-service "
-        "serve`, embedded backend, default settings, over HTTP on loopback, reply parsed",
+        "timed_fer_service": "POST /classify (the bytes as an image/jpeg body, one keep-alive "
+        "http.client connection: bench.common.ClassifyClient) to `fer-service serve`, "
+        "embedded backend, default settings, over HTTP on loopback, reply parsed",
     }
     fer_side = {
         "package": FER_PACKAGE,

@@ -32,8 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import ROOT, gateway_process, save
-from bench.latency import percentile, server_timing
+from bench.common import ROOT, gateway_process, percentile, save, server_timing
 
 PHOTOS = ("astronaut.jpg", "grace_hopper.jpg")
 

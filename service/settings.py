@@ -105,7 +105,10 @@ class Settings(BaseSettings):
         "that keeps at least this longer side (much faster for camera photos)",
     )
     detector_threads: int = Field(
-        default=1, ge=1, description="onnxruntime threads of the detector"
+        default=0,
+        ge=0,
+        description="onnxruntime threads of a detection that runs alone (0: one per core); "
+        "one that starts while another runs uses one thread",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -165,3 +168,45 @@ def test_a_reduced_detection_maps_back_to_the_image(detector: RetinaFaceDetector
     assert (
         np.abs(full.landmarks - half.landmarks).max() < 8
     )  # 5% of the face: the network's own spread
+
+
+class _Held:
+    """A detector session that blocks in `run` until released (the real session answers)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session, self.calls = session, 0
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def run(self, *args: Any) -> Any:
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(10)
+        return self.session.run(*args)
+
+
+class _Counted:
+    def __init__(self, session: Any) -> None:
+        self.session, self.calls = session, 0
+
+    def run(self, *args: Any) -> Any:
+        self.calls += 1
+        return self.session.run(*args)
+
+
+def test_a_detection_alone_uses_every_thread_and_a_concurrent_one_a_single_thread() -> None:
+    detector = RetinaFaceDetector(threads=2)
+    assert detector.alone is not detector.session  # 2 intra-op threads / 1
+    photo = Image.open(DATA / "astronaut.jpg").convert("RGB")
+    alone, single = _Held(detector.alone), _Counted(detector.session)
+    detector.alone, detector.session = alone, single  # type: ignore[assignment]
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(detector.detect, photo)  # runs alone: the 2-thread session
+        assert alone.entered.wait(10)
+        second = detector.detect(photo)  # starts while the first runs: one thread
+        alone.release.set()
+        assert len(first.result(timeout=10)) == len(second) == 1
+    assert (alone.calls, single.calls) == (1, 1)
+    detector.detect(photo)  # alone again
+    assert (alone.calls, single.calls) == (2, 1)
+    one = RetinaFaceDetector(threads=1)
+    assert one.alone is one.session  # nothing to choose from
