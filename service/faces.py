@@ -287,45 +287,77 @@ FRAMINGS: dict[str, np.ndarray] = {
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The 2x3 similarity transform mapping points `src` onto `dst` in the least-squares
-    sense (Umeyama 1991), without reflection."""
+    sense, without reflection (Umeyama 1991). In 2-D it has a closed form: with the points
+    centred and written as complex numbers, the rotation and scale are the one complex
+    factor z minimising sum |d - z s|^2, z = sum(conj(s) d) / sum |s|^2."""
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s, d = src - mu_s, dst - mu_d
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1
-    rot = u @ sign @ vt
-    var = (s**2).sum() / len(src)
-    scale = float(np.trace(np.diag(sig) @ sign) / var) if var > 0 else 1.0
-    t = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, t[:, None]])
+    var = float((s**2).sum())
+    if var > 0:
+        a = float((s[:, 0] * d[:, 0] + s[:, 1] * d[:, 1]).sum()) / var
+        b = float((s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum()) / var
+    else:
+        a, b = 1.0, 0.0
+    linear = np.array([[a, -b], [b, a]])
+    t = mu_d - linear @ mu_s
+    return np.hstack([linear, t[:, None]])
+
+
+def _inverse(m: np.ndarray) -> np.ndarray:
+    """The inverse of a 2x3 affine transform."""
+    linear = np.linalg.inv(m[:, :2])
+    return np.hstack([linear, -(linear @ m[:, 2])[:, None]])
 
 
 def align(
-    image: Image.Image, landmarks: np.ndarray, size: int, framing: str = "fer2013"
+    image: Image.Image,
+    landmarks: np.ndarray,
+    size: int,
+    framing: str = "fer2013",
+    mode: str | None = None,
 ) -> Image.Image:
     """Warp the face with these 5 landmarks to a `size` x `size` crop framed as `framing`.
 
-    The crop keeps the mode of `image` (convert to the model's colour before or after).
-    Large faces are warped at a higher resolution first and then reduced with Pillow's
-    antialiasing resize, so small crops of big faces do not alias.
+    The crop is in `mode` (default: the mode of `image`); only the region the crop covers
+    is converted. Large faces are not aliased into small crops: the face is warped at a
+    multiple of the crop's resolution (at least one image pixel per warped pixel) and
+    reduced with Pillow's antialiasing resize; a face more than twice the crop's size has
+    its region shrunk first by the largest integer box filter that leaves at least two of
+    its pixels per crop pixel (`Image.reduce`), so the warp and the resize cost about what
+    the crop does, whatever the size of the face or of the photo.
     """
     if framing not in FRAMINGS:
         raise ValueError(f"unknown framing {framing!r}; known: {sorted(FRAMINGS)}")
     template = FRAMINGS[framing] * size
-    m = similarity_transform(landmarks, template)
-    scale = math.hypot(m[0, 0], m[1, 0])  # output pixels per input pixel
+    m = similarity_transform(landmarks, template)  # image -> crop
+    scale = math.hypot(m[0, 0], m[1, 0])  # crop pixels per image pixel
+    shrink = int(min(64, max(1, math.floor(0.5 / max(scale, 1e-6)))))
+    # The image region the crop covers (its corners mapped back), a box (at least a
+    # pixel) wider on each side; crop() pads outside the image with zeros, as transform()
+    # does, so the crop is the same as from the whole image.
+    inv = _inverse(m)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]]) @ inv.T
+    pad = shrink + 1
+    x0 = math.floor(corners[:, 0].min()) - pad
+    y0 = math.floor(corners[:, 1].min()) - pad
+    width = math.ceil((math.ceil(corners[:, 0].max()) + pad - x0) / shrink) * shrink
+    height = math.ceil((math.ceil(corners[:, 1].max()) + pad - y0) / shrink) * shrink
+    region = image.crop((x0, y0, x0 + width, y0 + height))
+    if shrink > 1:
+        region = region.reduce(shrink)  # pixel (u, v) covers shrink*u .. shrink*u + shrink
+    if mode is not None and region.mode != mode:
+        region = region.convert(mode)
+    m = m @ np.array([[shrink, 0.0, x0], [0.0, shrink, y0], [0.0, 0.0, 1.0]])
+    scale *= shrink
     factor = int(min(8, max(1, math.ceil(1.0 / max(scale, 1e-6)))))
     big = size * factor
-    m_big = np.vstack([m * factor, [0.0, 0.0, 1.0]])
-    inv = np.linalg.inv(m_big)[:2].ravel()  # Pillow wants output -> input
-    crop = image.transform(
+    inv_big = _inverse(m * factor).ravel()  # Pillow wants output -> input
+    crop = region.transform(
         (big, big),
         Image.Transform.AFFINE,
-        data=tuple(float(v) for v in inv),
+        data=tuple(float(v) for v in inv_big),
         resample=Image.Resampling.BILINEAR,
     )
     if factor > 1:
@@ -338,5 +370,5 @@ def crops_for(image: Image.Image, faces: Sequence[Detection], spec: InputSpec) -
     [S, S, 3] for RGB ones."""
     if not faces:
         return []
-    source = image.convert("L") if spec.color == "gray" else image.convert("RGB")
-    return [np.asarray(align(source, f.landmarks, spec.size, spec.framing)) for f in faces]
+    mode = "L" if spec.color == "gray" else "RGB"
+    return [np.asarray(align(image, f.landmarks, spec.size, spec.framing, mode)) for f in faces]

@@ -210,3 +210,34 @@ def test_a_detection_alone_uses_every_thread_and_a_concurrent_one_a_single_threa
     assert (alone.calls, single.calls) == (2, 1)
     one = RetinaFaceDetector(threads=1)
     assert one.alone is one.session  # nothing to choose from
+
+
+def _reference_align(image: Image.Image, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The crop the slow way: the whole image warped at 8x the crop's resolution, then
+    reduced with the antialiasing resize."""
+    m = similarity_transform(landmarks, FRAMINGS["fer2013"] * size * 8)
+    inv = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2].ravel()
+    big = image.transform(
+        (size * 8, size * 8), Image.Transform.AFFINE, data=tuple(inv), resample=Image.BILINEAR
+    )
+    return np.asarray(big.resize((size, size), Image.Resampling.BILINEAR), np.float64)
+
+
+@pytest.mark.parametrize(("zoom", "shift"), [(1.0, 0.0), (3.0, 0.0), (6.0, 0.0), (3.0, -0.45)])
+def test_align_of_a_large_face_matches_the_slow_reference(
+    detector: RetinaFaceDetector, zoom: float, shift: float
+) -> None:
+    """A face 1x-6x the size of the astronaut's (its region shrunk before the warp), and
+    one half out of the photo (the outside is black, as a whole-image warp makes it)."""
+    photo = Image.open(DATA / "astronaut.jpg").convert("L")
+    photo = photo.resize((round(512 * zoom), round(512 * zoom)), Image.Resampling.BICUBIC)
+    (face,) = detector.detect(photo.convert("RGB"))
+    landmarks = face.landmarks + [shift * photo.width, 0.0]  # moved left, partly outside
+    photo = photo.transform(
+        photo.size, Image.Transform.AFFINE, data=(1, 0, -shift * photo.width, 0, 1, 0)
+    )
+    crop = np.asarray(align(photo, landmarks, 48), np.float64)
+    reference = _reference_align(photo, landmarks, 48)
+    assert np.abs(crop - reference).mean() < 2.0
+    if shift:
+        assert crop[:, :8].max() == 0  # the left of the crop lies outside the photo
