@@ -15,13 +15,15 @@ measured by running this detector on the FER2013 PublicTest images (see `FRAMING
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib.metadata
 import importlib.util
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,6 +62,9 @@ class Detection:
 
 class FaceDetector(Protocol):
     """Finds faces and their 5 landmarks in an RGB image."""
+
+    #: The process's work in flight, which the detector sizes its threads by.
+    occupancy: Occupancy
 
     def detect(
         self, image: np.ndarray | Image.Image, min_face: int | None = None
@@ -159,6 +164,41 @@ def reduction(width: int, height: int, min_face: int, max_side: int) -> int:
     return max(keep_faces, bound_cost)
 
 
+class Occupancy:
+    """How many pieces of CPU-bound work this process has in flight: a `/classify`
+    request from its upload to its answer (`hold` around it), or a detection outside of
+    one (a job's). Work nested in a held piece (the request's detection, in the thread
+    it runs in: the context travels with `asyncio.to_thread`) counts once."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+        self._inside: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            "fer_occupied", default=False
+        )
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count the enclosed work (once, however deeply nested)."""
+        if self._inside.get():
+            yield
+            return
+        token = self._inside.set(True)
+        with self._lock:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+            self._inside.reset(token)
+
+    @property
+    def alone(self) -> bool:
+        """Whether the piece of work asking is the only one in flight."""
+        return self._count <= 1
+
+
 class RetinaFaceDetector:
     """RetinaFace MobileNet-0.25 on onnxruntime (CPU).
 
@@ -167,11 +207,11 @@ class RetinaFaceDetector:
     its longer side, which bounds the cost of large photos (a photo that had to be shrunk
     further than `min_face` asks loses its faces under `RELIABLE_FACE_PX` x the factor).
 
-    A detection that runs alone uses up to `threads` intra-op threads (0: one per core);
-    one that starts while another is running uses a single thread, so that concurrent
-    requests share the cores instead of fighting over them (`python -m bench.detector`:
-    on 2 cores, 2 threads take a portrait from 5.9 to 4.1 ms alone, but two detections at
-    once get 12% less done than with one thread each).
+    A detection that the process runs alone (`occupancy`: no other request or detection
+    in flight) uses up to `threads` intra-op threads (0: one per core); one that starts
+    while other work is in flight uses a single thread, so that concurrent requests share
+    the cores instead of fighting over them (on 2 cores, 2 threads take a portrait from
+    5.9 to 3.6 ms alone; `python -m bench.detector` and `bench.throughput`).
     """
 
     def __init__(
@@ -197,8 +237,7 @@ class RetinaFaceDetector:
         self.threads = threads if threads > 0 else max(1, os.cpu_count() or 1)
         self.session = session(1)  # a detection that starts while another runs
         self.alone = session(self.threads) if self.threads > 1 else self.session
-        self._running = 0
-        self._lock = threading.Lock()
+        self.occupancy = Occupancy()
         self.input_name = self.session.get_inputs()[0].name
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
@@ -234,14 +273,9 @@ class RetinaFaceDetector:
         x = np.zeros((1, 3, ph, pw), dtype=np.float32)
         for plane, (channel, mean) in enumerate(zip((2, 1, 0), _BGR_MEAN, strict=True)):
             np.subtract(rgb[..., channel], mean, out=x[0, plane, :h, :w], dtype=np.float32)
-        with self._lock:
-            session = self.session if self._running else self.alone
-            self._running += 1
-        try:
+        with self.occupancy.hold():
+            session = self.alone if self.occupancy.alone else self.session
             loc, conf, landmarks = session.run(None, {self.input_name: x})
-        finally:
-            with self._lock:
-                self._running -= 1
         anchors = _anchors(ph, pw)
         scores = conf[0, :, 1]
         keep = np.flatnonzero(scores > self.score_threshold)

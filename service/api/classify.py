@@ -177,26 +177,29 @@ async def classify(
         raw_body=True,
         timeout=services.settings.body_timeout,
     )
-    async with services.budget.hold(upload.values()):
-        analysis = await asyncio.to_thread(
-            services.pipeline.analyse, upload["image"], entry.input, max_faces or cap, min_face
-        )
-    where = [located(d) for d in analysis.faces]
-    timings = dict(analysis.timings)
-    crops, marks = analysis.crops, [False] * len(where)
-    if frontalizer is not None:
+    # One piece of work in flight from decoding to the answer: the detector uses every
+    # core only while no other request is (service.faces.Occupancy).
+    with services.pipeline.detector.occupancy.hold():
+        async with services.budget.hold(upload.values()):
+            analysis = await asyncio.to_thread(
+                services.pipeline.analyse, upload["image"], entry.input, max_faces or cap, min_face
+            )
+        where = [located(d) for d in analysis.faces]
+        timings = dict(analysis.timings)
+        crops, marks = analysis.crops, [False] * len(where)
+        if frontalizer is not None:
+            t0 = time.perf_counter()
+            turned_faces = turned([w.yaw for w in where], min_yaw)
+            front = await frontalize_turned(
+                services.backend, frontalizer, entry, analysis, turned_faces
+            )
+            crops, marks = front.crops, front.frontalized
+            timings["frontalize"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        turned_faces = turned([w.yaw for w in where], min_yaw)
-        front = await frontalize_turned(
-            services.backend, frontalizer, entry, analysis, turned_faces
+        predictions: Sequence[Prediction] = await services.backend.predict(
+            entry, crops, neutral=neutral
         )
-        crops, marks = front.crops, front.frontalized
-        timings["frontalize"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    predictions: Sequence[Prediction] = await services.backend.predict(
-        entry, crops, neutral=neutral
-    )
-    timings["classify"] = time.perf_counter() - t0
+        timings["classify"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     response.headers["Server-Timing"] = _server_timing(timings)
     services.metrics.observe_steps(timings)

@@ -208,6 +208,16 @@ def test_a_detection_alone_uses_every_thread_and_a_concurrent_one_a_single_threa
     assert (alone.calls, single.calls) == (1, 1)
     detector.detect(photo)  # alone again
     assert (alone.calls, single.calls) == (2, 1)
+
+    # Other work held in flight (a request between upload and answer) counts too; the
+    # request's own detection, nested in its hold, does not count twice.
+    with detector.occupancy.hold():
+        detector.detect(photo)  # the request's own detection: still alone
+        assert (alone.calls, single.calls) == (3, 1)
+        with ThreadPoolExecutor(1) as pool:  # another request's (a fresh context)
+            pool.submit(detector.detect, photo).result(timeout=10)
+        assert (alone.calls, single.calls) == (3, 2)
+    assert detector.occupancy.alone
     one = RetinaFaceDetector(threads=1)
     assert one.alone is one.session  # nothing to choose from
 
