@@ -155,15 +155,14 @@ async def hop(gateway: str, torchserve: str, model: str, photo: bytes, n: int) -
 def torchserve_process(models: list[str], batching: tuple[int, int] | None = None) -> Iterator[Any]:
     """A TorchServe on free loopback ports serving `models` from the repository's store,
     with `batching` (batch size, max batch delay in ms) instead of the archives' own."""
-    from service.launcher.config import CONFIG_NAME, ModelSettings, free_ports, local_config
+    from service.launcher.config import CONFIG_NAME, free_ports, local_config
     from service.launcher.process import TorchServe
 
     store = ROOT / "model_store"
-    cfg = local_config(store, store / CONFIG_NAME, models=models, ports=free_ports(5))
+    cfg = local_config(
+        store, store / CONFIG_NAME, models=models, ports=free_ports(5), batching=batching
+    )
     cfg.number_of_gpu = 0
-    if batching is not None:
-        size, delay = batching
-        cfg.settings = {m: ModelSettings(batch_size=size, max_batch_delay_ms=delay) for m in models}
     env = {k: v for k, v in os.environ.items() if not k.startswith("TS_")}
     env.setdefault("FER_TORCH_THREADS", "1")  # as the gateway's default (see settings)
     with tempfile.TemporaryDirectory(prefix="fer-bench-ts-") as tmp:

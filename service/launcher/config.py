@@ -210,6 +210,7 @@ def local_config(
     host: str = "127.0.0.1",
     ports: Sequence[int] | None = None,
     workers: int | None = None,
+    batching: tuple[int, int] | None = None,
 ) -> TorchServeConfig:
     """A config for this machine from the project's `config.properties`.
 
@@ -217,7 +218,9 @@ def local_config(
     this machine: the bind address (`host`, loopback by default), the ports (inference,
     management, metrics, gRPC inference, gRPC management; defaults 8080-8082, 7070-7071),
     the model store, the models (names of archives in the store; all of them by default)
-    and, if given, the number of workers of every model.
+    and, if given, the number of workers of every model and its dynamic batching (batch
+    size, maximum batch delay in ms) instead of the archives' own (whose 16 and 10 ms suit
+    a GPU; on a CPU host 8 and 1 ms serve more: docs/benchmarks.md).
     """
     store = Path(model_store)
     base = read_properties(config_file) if config_file and Path(config_file).exists() else {}
@@ -242,6 +245,10 @@ def local_config(
         grpc_management_port=p[4],
         base=base,
     )
-    if workers is not None:
-        cfg.settings = {name: ModelSettings(workers=workers) for name in cfg.archives()}
+    if workers is not None or batching is not None:
+        size, delay = batching if batching is not None else (None, None)
+        cfg.settings = {
+            name: ModelSettings(workers=workers, batch_size=size, max_batch_delay_ms=delay)
+            for name in cfg.archives()
+        }
     return cfg

@@ -1,4 +1,5 @@
-"""`fer-service torchserve` serves in the foreground and takes Java down with it."""
+"""`fer-service torchserve` serves in the foreground, with the batching it is given, and
+takes Java down with it."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def test_cli_stops_torchserve_on_signal(
         str(workdir),
         "--ready-timeout",
         "60",
+        "--batching",
+        "8:1",  # the CPU setting (docs/benchmarks.md) instead of the archive's 16:10
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TS_")}
     log = open(tmp_path / "cli.log", "wb")  # noqa: SIM115 - closed in finally
@@ -85,6 +88,9 @@ def test_cli_stops_torchserve_on_signal(
             assert time.monotonic() < deadline, "TorchServe did not become ready"
             time.sleep(0.25)
         assert processes_mentioning(str(workdir)), "no Java process found for this instance"
+        with urllib.request.urlopen(f"{management}/models/{MODEL}", timeout=5) as resp:
+            (described,) = json.loads(resp.read())
+        assert (described["batchSize"], described["maxBatchDelay"]) == (8, 1)
 
         cli.send_signal(sig)  # Ctrl-C reaches only the CLI: TorchServe has its own session
         # The CLI's own budget: a 30 s graceful stop, then SIGTERM (10 s) and SIGKILL (5 s).

@@ -21,3 +21,13 @@ def test_openapi_prints_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["openapi"]) == 0
     spec = yaml.safe_load(capsys.readouterr().out)
     assert spec["info"]["title"] == "fer-service" and "/classify" in spec["paths"]
+
+
+def test_torchserve_batching_option(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["torchserve", "--batching", "8:1"]).batching == (8, 1)
+    assert parser.parse_args(["torchserve"]).batching is None  # the archives' own
+    for bad in ("8", "0:1", "8:-1", "eight:1"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["torchserve", "--batching", bad])
+        assert "SIZE:DELAY_MS" in capsys.readouterr().err

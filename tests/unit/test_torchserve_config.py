@@ -122,3 +122,12 @@ def test_cli_torchserve_command() -> None:
     assert args.func.__name__ == "cmd_torchserve"
     assert (args.models, args.port, args.grpc_ports) == (["compact"], 9080, [9070, 9071])
     assert args.host == "127.0.0.1" and args.management_port is None
+
+
+def test_local_config_batching_applies_to_every_model(store: Path) -> None:
+    cfg = local_config(store, batching=(8, 1))
+    assert {name: (m.batch_size, m.max_batch_delay_ms) for name, m in cfg.settings.items()} == {
+        name: (8, 1) for name in cfg.archives()
+    }
+    assert cfg.properties()["enable_model_api"] == "true"  # registered through the API
+    assert local_config(store).settings == {}  # the archives' own batching
