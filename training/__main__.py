@@ -137,8 +137,17 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 def cmd_derl_gan(args: argparse.Namespace) -> int:
     from training.data import ckplus
-    from training.train.derl_gan import GanConfig, de_expression_quality, train_gan
+    from training.train.derl_gan import GanConfig, de_expression_quality, self_pairs, train_gan
 
+    if args.reconstruct:  # pre-training on a set without pairs: every face its own target
+        faces = load_dataset(args.data, "train")
+        cfg = GanConfig(epochs=args.epochs, seed=args.seed, targets="self", init=args.init)
+        print(f"{len(faces)} faces to reconstruct", flush=True)
+        result = train_gan(
+            cfg, faces, self_pairs(len(faces)), Path(args.out), args.resume, _loop_options(args)
+        )
+        _stopped(result)
+        return 0
     data = ckplus.without_contempt(ckplus.load_ckplus(args.data))
     held = np.isin(data.meta["fold"], args.holdout_folds)
     train, test = data.subset(~held), data.subset(held)
@@ -147,6 +156,7 @@ def cmd_derl_gan(args: argparse.Namespace) -> int:
         seed=args.seed,
         holdout_folds=tuple(args.holdout_folds),
         cross_sequence=args.cross_sequence,
+        init=args.init,
     )
     pairs = ckplus.pairs(train, cross_sequence=args.cross_sequence)
     print(
@@ -198,7 +208,12 @@ def cmd_derl_cv(args: argparse.Namespace) -> int:
     from training.train.derl_cv import CvConfig, run_cv
 
     cfg = CvConfig(
-        folds=tuple(args.folds), gan_epochs=args.gan_epochs, epochs=args.epochs, seed=args.seed
+        folds=tuple(args.folds),
+        gan_epochs=args.gan_epochs,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        pretrained=args.pretrained,
     )
     s = run_cv(cfg, ckplus.load_ckplus(args.data), Path(args.out), _loop_options(args))
     if s["stopped"] != "done":
@@ -560,7 +575,15 @@ def parser() -> argparse.ArgumentParser:
     n.set_defaults(func=cmd_ensemble)
 
     g = sub.add_parser("derl-gan", help="DeRL stage 1: the de-expression cGAN on CK+ pairs")
-    g.add_argument("--data", required=True, help="the CK+ npz")
+    g.add_argument("--data", required=True, help="the CK+ npz (with --reconstruct: any set)")
+    g.add_argument(
+        "--reconstruct",
+        action="store_true",
+        help="pre-train on a set without pairs (FER2013): every face is its own target",
+    )
+    g.add_argument(
+        "--init", default="", help="start G from a derl-gan or DeRL checkpoint, or a .mar"
+    )
     g.add_argument("--out", required=True)
     g.add_argument("--epochs", type=int, default=100)
     _add_holdout_folds(g, [0], "subjects are kept out (for de-expression quality)")
@@ -595,8 +618,19 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--data", required=True, help="the CK+ npz")
     v.add_argument("--out", required=True)
     v.add_argument("--folds", type=int, nargs="*", default=list(range(10)))
-    v.add_argument("--gan-epochs", type=int, default=60)
+    v.add_argument(
+        "--gan-epochs",
+        type=int,
+        default=60,
+        help="stage-1 epochs per fold (0 with --pretrained: keep its generator)",
+    )
     v.add_argument("--epochs", type=int, default=40)
+    v.add_argument("--lr", type=float, default=0.01)
+    v.add_argument(
+        "--pretrained",
+        default="",
+        help="a DeRL stage-2 checkpoint trained without CK+ (FER2013): every fold fine-tunes it",
+    )
     _add_loop_flags(v)
     v.set_defaults(func=cmd_derl_cv)
 

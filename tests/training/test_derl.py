@@ -181,3 +181,89 @@ def test_stage2_flags_reach_the_run() -> None:
     assert cfg.net == "derl" and cfg.generator == "g.pt" and cfg.init == "derl.mar"
     assert cfg.net_kwargs == {"local_width": 96, "local_convs": 2, "local_growth": 2}
     assert (cfg.distill, cfg.distill_weight, cfg.distill_temperature) == ("compact.mar", 0.7, 3)
+
+
+def test_generator_pre_trains_by_reconstruction(tmp_path: Path) -> None:
+    """A set without pairs (FER2013) pre-trains the generator with every face its own
+    target (`fer-train derl-gan --reconstruct`), and a later run starts from it (`--init`)."""
+    from training.__main__ import main
+    from training.train.derl_gan import generator_weights, self_pairs
+
+    faces = make_dataset(96, identities=12, seed=4)
+    assert self_pairs(3).tolist() == [[0, 0], [1, 1], [2, 2]]
+    cfg = GanConfig(epochs=6, batch_size=16, lr=1e-3, widths=TINY["widths"], code=TINY["code"])
+    first = train_gan(cfg, faces, self_pairs(len(faces)), tmp_path / "pre", opts=QUIET)
+    l1 = [h["loss_g_l1"] for h in first["history"]]
+    assert l1[-1] < 0.8 * l1[0]  # it learns to reconstruct
+    pre = checkpoint.load(tmp_path / "pre" / checkpoint.LAST)
+
+    cfg.epochs, cfg.init = 1, str(tmp_path / "pre" / checkpoint.LAST)
+    cfg.lr = 1e-9  # so the continued generator stays where it started
+    train_gan(cfg, faces, self_pairs(len(faces)), tmp_path / "more", opts=QUIET)
+    more = generator_weights(tmp_path / "more" / checkpoint.LAST)
+    for k, v in pre["model"].items():
+        if v.is_floating_point() and "running" not in k:
+            assert torch.allclose(more[k], v, atol=1e-5), k
+
+    np.savez(tmp_path / "fer.npz", images=faces.images, labels=faces.labels)
+    out = tmp_path / "cli"
+    assert (
+        main(
+            ["derl-gan", "--reconstruct", "--data", str(tmp_path / "fer.npz")]
+            + ["--out", str(out), "--max-steps", "2", "--quiet", "--device", "cpu"]
+        )
+        == 0
+    )
+    cli = checkpoint.load(out / checkpoint.LAST)
+    assert cli["config"]["targets"] == "self" and cli["step"] == 2
+
+
+def test_ckplus_cv_fine_tunes_a_pretrained_derl(stage2, tmp_path: Path) -> None:
+    """`fer-train derl-cv --pretrained`: every fold starts from the pre-trained DeRL; with
+    no stage-1 epochs its generator stays the pre-trained one, with them the fold's
+    generator starts from it and replaces it in stage 2."""
+    from training.data import ckplus
+    from training.data.synthetic import write_ckplus_npz
+    from training.train.derl_cv import CvConfig, run_cv
+
+    _, _, pre_dir = stage2
+    pretrained = pre_dir / checkpoint.LAST
+    pre = checkpoint.load(pretrained)["model"]
+    write_ckplus_npz(tmp_path / "ck.npz", make_dataset(72, identities=12, seed=5))
+    data = ckplus.load_ckplus(tmp_path / "ck.npz")
+
+    with pytest.raises(ValueError, match="gan_epochs"):
+        run_cv(CvConfig(folds=(0,), gan_epochs=0), data, tmp_path / "none", QUIET)
+
+    # lr ~0: what each fold's stage 2 ends with is what it started from.
+    cfg = CvConfig(
+        folds=(0, 1), gan_epochs=0, epochs=1, batch_size=16, lr=1e-9, pretrained=str(pretrained)
+    )
+    s = run_cv(cfg, data, tmp_path / "cv", QUIET)
+    assert s["stopped"] == "done" and [f["fold"] for f in s["folds"]] == [0, 1]
+    assert s["config"]["pretrained"] == str(pretrained) and "pretrained_config" in s
+    assert not (tmp_path / "cv" / "fold0" / "gan").exists()
+    for k in (0, 1):
+        fold = checkpoint.load(tmp_path / "cv" / f"fold{k}" / "derl" / checkpoint.LAST)["model"]
+        assert fold.keys() == pre.keys()
+        for name, v in pre.items():
+            if name.startswith("generator."):
+                assert torch.equal(fold[name], v), name  # frozen pre-trained generator
+            elif v.is_floating_point() and "running" not in name:
+                assert torch.allclose(fold[name], v, atol=1e-4), name  # started from it
+
+    cfg = CvConfig(
+        folds=(0,), gan_epochs=1, epochs=1, batch_size=16, lr=1e-9, pretrained=str(pretrained)
+    )
+    run_cv(cfg, data, tmp_path / "cv_gan", QUIET)
+    fold_dir = tmp_path / "cv_gan" / "fold0"
+    gan = checkpoint.load(fold_dir / "gan" / checkpoint.LAST)
+    assert gan["config"]["init"] == str(pretrained)
+    fold = checkpoint.load(fold_dir / "derl" / checkpoint.LAST)["model"]
+    for name, v in gan["model"].items():  # stage 2 reads the fold's generator, not init's
+        assert torch.equal(fold["generator." + name], v), name
+    assert any(
+        not torch.equal(gan["model"][k], pre["generator." + k])
+        for k in gan["model"]
+        if gan["model"][k].is_floating_point()
+    )

@@ -30,6 +30,7 @@ from training.data.samples import CLASSES, FaceSet
 from training.data.tensors import to_device
 from training.nets import build_net
 from training.train import checkpoint, widen
+from training.train.derl_gan import generator_weights
 from training.train.loop import Context, Method, RunOptions, fit, saved_config
 
 log = logging.getLogger(__name__)
@@ -183,18 +184,19 @@ class ClassifierMethod(Method):
         self.meta = metadata(cfg, int(train.images.shape[1]))
         device = ctx.device
         model: Any = build_net(cfg.net, cfg.net_kwargs)
-        if hasattr(model, "freeze_generator"):  # DeRL stage 2: the stage-1 generator, frozen
-            if not resuming:
-                if not cfg.generator:
-                    raise ValueError("DeRL needs the stage-1 checkpoint (generator=...)")
-                model.generator.load_state_dict(checkpoint.load(cfg.generator)["model"])
-            model.freeze_generator()
         if cfg.init and not resuming:
             init = checkpoint.load_weights(cfg.init)
             if cfg.net == "compact" and init[widen.CONV_A + ".weight"].shape[0] < model.widths[1]:
                 # A narrower trained compact CNN: grow it, computing the same function.
                 init = widen.widen_compact_block2(init, model.widths[1], seed=cfg.seed)
             model.load_state_dict(init)
+        if hasattr(model, "freeze_generator"):  # DeRL stage 2: the stage-1 generator, frozen
+            if not resuming:
+                if cfg.generator:  # over an `init`'s generator, if both are given
+                    model.generator.load_state_dict(generator_weights(cfg.generator))
+                elif not cfg.init:
+                    raise ValueError("DeRL needs the stage-1 checkpoint (generator=...)")
+            model.freeze_generator()
         self.model: nn.Module = model.to(device, memory_format=torch.channels_last)
         self.parameters = sum(p.numel() for p in model.parameters())
         log.info("%s: %d parameters", cfg.net, self.parameters)

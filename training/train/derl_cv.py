@@ -5,6 +5,12 @@ folds' subjects, stage 2 (local CNNs + final classifier) on the other folds' ima
 7-class protocol (`ckplus.tdgan_protocol`); fold k is scored with the last epoch's model
 (no model selection on the test fold). Reports mean and per-fold accuracy and the summed
 confusion matrix.
+
+As the paper does it, the folds can start from a DeRL pre-trained on other data
+(`pretrained`: a stage-2 checkpoint that never saw CK+, e.g. FER2013 on a generator
+pre-trained by reconstruction of FER2013): each fold's generator then starts from the
+pre-trained one (and, with `gan_epochs` 0, stays it), and stage 2 fine-tunes all of the
+pre-trained network but the frozen generator on the fold's training images.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from training import report
 from training.data import ckplus
 from training.data.samples import CLASSES, FaceSet
 from training.evaluate import load_handler
+from training.nets.derl import DEFAULT_WIDTHS
 from training.train import checkpoint
 from training.train.classifier import ClassifierConfig, train_classifier
 from training.train.derl_gan import GanConfig, train_gan
@@ -38,6 +45,7 @@ class CvConfig:
     batch_size: int = 32
     lr: float = 0.01
     seed: int = 0
+    pretrained: str = ""  # a DeRL stage-2 checkpoint (or .mar) trained without CK+
 
 
 def run_cv(
@@ -62,24 +70,34 @@ def run_cv(
     protocol = ckplus.tdgan_protocol(data)
     results: list[dict[str, Any]] = []
     total = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
+    if not cfg.pretrained and cfg.gan_epochs <= 0:
+        raise ValueError("without a pre-trained DeRL every fold needs gan_epochs > 0")
+    net_kwargs = checkpoint.net_kwargs(cfg.pretrained) if cfg.pretrained else {}
     for k in cfg.folds:
         fold_dir = out / f"fold{k}"
-        gan_train = seven.subset(seven.meta["fold"] != k)
-        gan_cfg = GanConfig(
-            epochs=cfg.gan_epochs,
-            seed=cfg.seed,
-            holdout_folds=(k,),
-            cross_sequence=False,
-        )
-        gan = train_gan(
-            gan_cfg, gan_train, ckplus.pairs(gan_train), fold_dir / "gan", True, options()
-        )
-        if gan["stopped"] == "time_budget":
-            return {"stopped": "time_budget", "folds": results}
+        generator = ""  # with gan_epochs 0: the pre-trained network's own
+        if cfg.gan_epochs > 0:
+            gan_train = seven.subset(seven.meta["fold"] != k)
+            gan_cfg = GanConfig(
+                epochs=cfg.gan_epochs,
+                seed=cfg.seed,
+                holdout_folds=(k,),
+                cross_sequence=False,
+                init=cfg.pretrained,
+                widths=tuple(net_kwargs.get("widths", DEFAULT_WIDTHS)),
+                code=int(net_kwargs.get("code", GanConfig.code)),
+            )
+            gan = train_gan(
+                gan_cfg, gan_train, ckplus.pairs(gan_train), fold_dir / "gan", True, options()
+            )
+            if gan["stopped"] == "time_budget":
+                return {"stopped": "time_budget", "folds": results}
+            generator = str(fold_dir / "gan" / checkpoint.LAST)
         train_idx, test_idx = ckplus.folds(protocol, k)
         train_set, test_set = protocol.subset(train_idx), protocol.subset(test_idx)
         cls_cfg = ClassifierConfig(
             net="derl",
+            net_kwargs=net_kwargs,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
@@ -88,7 +106,8 @@ def run_cv(
             std=0.5,
             framing="ckplus",
             warmup_epochs=1,
-            generator=str(fold_dir / "gan" / checkpoint.LAST),
+            generator=generator,
+            init=cfg.pretrained,
         )
         stage2 = train_classifier(cls_cfg, train_set, test_set, fold_dir / "derl", True, options())
         if stage2["stopped"] == "time_budget":
@@ -117,6 +136,9 @@ def run_cv(
         "classes": list(CLASSES),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
     }
+    if cfg.pretrained and Path(cfg.pretrained).suffix != ".mar":
+        # What the pre-trained network was (its run's configuration: generator, data form).
+        summary["pretrained_config"] = checkpoint.load(cfg.pretrained)["config"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "cv.json").write_text(json.dumps(summary, indent=1))
     recall = np.divide(

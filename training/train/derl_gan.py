@@ -6,7 +6,10 @@ G* = arg min_G max_D  L(D) + theta2 * L(G)
 
 Pairs come from CK+ (`training.data.ckplus.pairs`: same sequence, optionally same subject
 across sequences); subjects of the held-out folds never enter training, so de-expression
-quality can be measured on them. A method of the shared training loop: every epoch
+quality can be measured on them. A set without neutral/expressive pairs (FER2013) can
+pre-train the generator by reconstruction (`self_pairs`: every image its own target), so
+that a DeRL pre-trained on it never saw CK+; `GanConfig.init` then starts a CK+ run from
+that generator. A method of the shared training loop: every epoch
 writes `last.pt` and a sample grid (rows of input | generated neutral | real neutral).
 """
 
@@ -47,9 +50,29 @@ class GanConfig:
     seed: int = 0
     holdout_folds: tuple[int, ...] = ()
     cross_sequence: bool = True
+    targets: str = "neutral"  # "neutral": CK+ de-expression pairs; "self": reconstruction
+    init: str = ""  # start G from this generator (derl-gan or DeRL checkpoint, or a .mar)
     augment: AugmentConfig = field(
         default_factory=lambda: AugmentConfig(max_shift=0.04, max_rotation_deg=5, max_scale=0.05)
     )
+
+
+def self_pairs(n: int) -> np.ndarray:
+    """(i, i) for every image: the generator learns to reconstruct its input."""
+    index = np.arange(n, dtype=np.int64)
+    return np.stack([index, index], 1)
+
+
+def generator_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The generator's state_dict from a stage-1 checkpoint, or from a DeRL stage-2
+    checkpoint or `.mar` (its frozen `generator.*`)."""
+    from training.train import checkpoint
+
+    weights = checkpoint.load_weights(path)
+    prefix = "generator."
+    if any(k.startswith(prefix) for k in weights):
+        return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+    return weights
 
 
 #: The generator's value range.
@@ -95,7 +118,10 @@ class GanMethod(Method):
             "widths": list(cfg.widths),
             "code": cfg.code,
         }
-        self.g = Generator(size, 1, tuple(cfg.widths), cfg.code).to(device)
+        self.g = Generator(size, 1, tuple(cfg.widths), cfg.code)
+        if cfg.init:
+            self.g.load_state_dict(generator_weights(cfg.init))
+        self.g.to(device)
         self.d = Discriminator(1).to(device)
         betas = (cfg.beta1, 0.999)
         fused = ctx.fused or None
