@@ -369,6 +369,13 @@ def cmd_transfer_quality(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     result["identity"]["reference_real_images"] = identification(embed, faces)
+    if args.grid:
+        from training import report
+        from training.transfer_quality import transfer_grid
+
+        columns = transfer_grid(load_generator(args.model, args.seed), faces, expressions)
+        report.save_grid(columns, Path(args.grid), scale=2)
+        print(f"transfer grid: {args.grid}")
     result.update(
         model=args.model,
         judge=args.judge,
@@ -696,6 +703,12 @@ def parser() -> argparse.ArgumentParser:
     _add_holdout_folds(q, [0], "subjects give the faces (held out of the GAN's training)")
     q.add_argument("--pairs", type=int, default=1000)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument(
+        "--grid",
+        default="",
+        metavar="PNG",
+        help="also write a transfer matrix: held-out faces x one expression image per class",
+    )
     q.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     q.set_defaults(func=cmd_transfer_quality)
 

@@ -129,3 +129,29 @@ def transfer_quality(
             "expression_ssim": float(ssim(expression_rec, expression).mean()),
         },
     }
+
+
+def transfer_grid(
+    generate: Generate, faces: FaceSet, expressions: FaceSet, people: int = 6, seed: int = 0
+) -> list[np.ndarray]:
+    """A transfer matrix as `report.save_grid` columns: the first column is a blank then
+    one face of each of `people` different subjects, every other column one expression
+    image per class present (in `CLASSES` order) above what the model makes of each face
+    with it. Faces and expressions are drawn with `seed`; neither should be trained on."""
+    rng = np.random.default_rng(seed)
+    subjects = np.unique(faces.meta["subject"])
+    chosen = rng.choice(subjects, size=min(people, len(subjects)), replace=False)
+    fi = np.array([rng.choice(np.flatnonzero(faces.meta["subject"] == s)) for s in chosen])
+    ei = [
+        int(rng.choice(np.flatnonzero(expressions.labels == k)))
+        for k in range(len(CLASSES))
+        if (expressions.labels == k).any()
+    ]
+    face = to_float(faces.images[fi])
+    blank = np.full((1, *faces.images.shape[1:]), 255, np.uint8)
+    columns = [np.concatenate([blank, faces.images[fi]])]
+    for e in ei:
+        expression = to_float(expressions.images[[e] * len(fi)])
+        made = to_uint8(generate(face, expression))
+        columns.append(np.concatenate([expressions.images[[e]], made]))
+    return columns

@@ -167,9 +167,35 @@ def test_fer_train_identity_and_transfer_quality_cli(
     quality += ["--judge", str(store / "compact.mar"), "--ckplus", str(tmp_path / "ck.npz")]
     quality += ["--identity", str(tmp_path / "id" / "identity.pt"), "--pairs", "50"]
     quality += ["--expressions", str(tmp_path / "expr.npz"), "--holdout-folds", "0", "1"]
+    quality += ["--grid", str(tmp_path / "grid.png")]
     assert main(quality) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["pairs"] == 50
     assert result["identity"]["reference_real_images"]["subjects"] == 4
     assert 0.0 <= result["expression"]["generated"]["accuracy"] <= 1.0
     assert result["reconstruction"]["face_l1"] > 0.0  # an untrained generator does not copy
+    # The matrix: a header row of one expression per class, then one row per held-out person
+    # (4), each column 48 px, enlarged 2x.
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.size == (2 * 48 * (1 + 7), 2 * 48 * (1 + 4))
+
+
+def test_transfer_grid_shows_each_person_with_each_expression(judged: dict[str, Any]) -> None:
+    from training.transfer_quality import transfer_grid
+
+    faces, expressions = judged["faces"], judged["expressions"]
+    columns = transfer_grid(copy_expression, faces, expressions, people=3, seed=1)
+    assert len(columns) == 1 + 7 and all(c.shape == (4, SIZE, SIZE) for c in columns)
+    assert (columns[0][0] == 255).all()  # the corner is blank
+    picked = {bytes(c.tobytes()) for c in columns[0][1:]}
+    rows = [i for i, im in enumerate(faces.images) if bytes(im.tobytes()) in picked]
+    assert len({faces.meta["subject"][i] for i in rows}) == 3  # three different people
+    for k, column in enumerate(columns[1:]):
+        header = column[0]
+        assert any(np.array_equal(header, im) for im in expressions.images[expressions.labels == k])
+        assert all(np.array_equal(made, header) for made in column[1:])  # copy_expression
+    columns = transfer_grid(copy_face, faces, expressions, people=3, seed=1)
+    assert all(np.array_equal(columns[1][1:], c[1:]) for c in columns[1:])
+    assert np.array_equal(columns[0][1:], columns[1][1:])  # copy_face: every row its face
