@@ -359,8 +359,9 @@ def cmd_transfer_quality(args: argparse.Namespace) -> int:
     expressions = load_dataset(args.expressions, "public_test")
     expressions = expressions.subset(expressions.labels >= 0)
     embed = Embedder.load(args.identity)
+    generate = load_generator(args.model, args.seed)
     result = transfer_quality(
-        load_generator(args.model, args.seed),
+        generate,
         load_handler(args.judge).predict_arrays,
         embed,
         faces,
@@ -373,7 +374,7 @@ def cmd_transfer_quality(args: argparse.Namespace) -> int:
         from training import report
         from training.transfer_quality import transfer_grid
 
-        columns = transfer_grid(load_generator(args.model, args.seed), faces, expressions)
+        columns = transfer_grid(generate, faces, expressions)  # after the figures: same noise
         report.save_grid(columns, Path(args.grid), scale=2)
         print(f"transfer grid: {args.grid}")
     result.update(

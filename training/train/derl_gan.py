@@ -30,6 +30,7 @@ from training.data.augment import AugmentConfig, geometric
 from training.data.samples import FaceSet
 from training.data.tensors import to_device, to_float, to_uint8
 from training.nets.derl import DEFAULT_WIDTHS, Discriminator, Generator
+from training.train import checkpoint
 from training.train.loop import Context, Method, RunOptions, fit
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ def self_pairs(n: int) -> np.ndarray:
 def generator_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The generator's state_dict from a stage-1 checkpoint, or from a DeRL stage-2
     checkpoint or `.mar` (its frozen `generator.*`)."""
-    from training.train import checkpoint
-
     weights = checkpoint.load_weights(path)
     prefix = "generator."
     if any(k.startswith(prefix) for k in weights):
