@@ -43,13 +43,15 @@ class Toy(Method):
         self.epochs, self.steps_per_epoch = epochs, 6
         self.eval_seconds = eval_seconds
         self.order = torch.arange(96)
+        self.classes = ["no", "yes"]
 
-    def state(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "optimizer": self.opt.state_dict()}
+    must_match = ("classes",)
 
-    def load(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
+    def stateful(self) -> dict[str, Any]:
+        return {"model": self.net, "optimizer": self.opt}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"classes": self.classes}
 
     def networks(self) -> list[nn.Module]:
         return [self.net]
@@ -114,6 +116,15 @@ def test_resume_mid_epoch_is_exact(tmp_path: Path) -> None:
     assert same_state(tmp_path / "whole", parts)
     assert untimed(whole["history"]) == untimed(result["history"])
     assert result["best"] == whole["best"]
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(tmp_path: Path) -> None:
+    run(tmp_path, max_steps=3)
+    toy = Toy(Context(CPU, seed=5))
+    toy.classes = ["yes", "no"]
+    with pytest.raises(ValueError, match="classes differ"):
+        fit(toy, CPU, tmp_path, resume=True)
+    assert checkpoint.load(tmp_path / checkpoint.LAST)["step"] == 3
 
 
 def test_time_budget_stops_in_time_and_resumes_exactly(tmp_path: Path) -> None:

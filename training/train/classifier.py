@@ -255,19 +255,14 @@ class ClassifierMethod(Method):
     def networks(self) -> list[nn.Module]:
         return [self.model]
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(),
-            "metadata": self.meta,
-            "parameters": self.parameters,
-        }
+    def stateful(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.opt, "scheduler": self.sched}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"metadata": self.meta, "parameters": self.parameters}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
+        super().load(state)
         self.meta = state["metadata"]
 
     def begin_epoch(self, epoch: int) -> None:

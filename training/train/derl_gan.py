@@ -146,20 +146,16 @@ class GanMethod(Method):
     def networks(self) -> list[nn.Module]:
         return [self.g, self.d]
 
-    def state(self) -> dict[str, Any]:
+    def stateful(self) -> dict[str, Any]:
         return {
-            "model": self.g.state_dict(),
-            "discriminator": self.d.state_dict(),
-            "optimizer": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "generator": self.g_kwargs,
+            "model": self.g,
+            "discriminator": self.d,
+            "optimizer": self.opt_g,
+            "optimizer_d": self.opt_d,
         }
 
-    def load(self, state: dict[str, Any]) -> None:
-        self.g.load_state_dict(state["model"])
-        self.d.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["optimizer"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
+    def extra_state(self) -> dict[str, Any]:
+        return {"generator": self.g_kwargs}
 
     def begin_epoch(self, epoch: int) -> None:
         n = len(self.pairs)

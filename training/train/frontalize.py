@@ -93,6 +93,7 @@ class FrontalizeMethod(Method):
     """E, G and D, their optimisers, the frontal faces and the yaw grids on the device."""
 
     name = "frontalize"
+    must_match = ("identities",)
 
     def __init__(self, cfg: FrontalizeConfig, faces: FaceSet, ctx: Context) -> None:
         super().__init__(ctx)
@@ -130,24 +131,16 @@ class FrontalizeMethod(Method):
     def networks(self) -> list[nn.Module]:
         return [self.g, self.d]
 
-    def state(self) -> dict[str, Any]:
+    def stateful(self) -> dict[str, Any]:
         return {
-            "model": self.g.state_dict(),
-            "discriminator": self.d.state_dict(),
-            "optimizer": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "metadata": self.meta,
-            "identities": self.subjects,
-            "parameters": self.parameters,
+            "model": self.g,
+            "discriminator": self.d,
+            "optimizer": self.opt_g,
+            "optimizer_d": self.opt_d,
         }
 
-    def load(self, state: dict[str, Any]) -> None:
-        if state["identities"] != self.subjects:
-            raise ValueError("the face set's subjects differ from the checkpoint's")
-        self.g.load_state_dict(state["model"])
-        self.d.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["optimizer"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
+    def extra_state(self) -> dict[str, Any]:
+        return {"metadata": self.meta, "identities": self.subjects, "parameters": self.parameters}
 
     def begin_epoch(self, epoch: int) -> None:
         self.order = torch.randperm(self.n, generator=self.ctx.gen, device=self.ctx.device)

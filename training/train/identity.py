@@ -100,19 +100,11 @@ class IdentityMethod(Method):
     def networks(self) -> list[nn.Module]:
         return [self.model]
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(),
-            "net_kwargs": self.net_kwargs,
-            "subjects": self.subjects,
-        }
+    def stateful(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.opt, "scheduler": self.sched}
 
-    def load(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
+    def extra_state(self) -> dict[str, Any]:
+        return {"net_kwargs": self.net_kwargs, "subjects": self.subjects}
 
     def begin_epoch(self, epoch: int) -> None:
         self.order = torch.randperm(self.n, generator=self.ctx.gen, device=self.ctx.device)

@@ -153,12 +153,15 @@ class Context:
 
 class Method:
     """A training method, as the loop sees it. Subclasses set `name`, `epochs` and
-    `steps_per_epoch` and implement `state`, `load`, `step` and `servable`; the rest has
+    `steps_per_epoch` and implement `stateful` and `step`; the rest has
     defaults. Every random draw comes from `ctx.gen` (or torch's global RNG)."""
 
     name = "method"
     epochs: int
     steps_per_epoch: int
+    #: `extra_state` keys a checkpoint must hold unchanged to be resumed by this run (e.g.
+    #: the identities a discriminator's classes stand for).
+    must_match: tuple[str, ...] = ()
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -168,14 +171,33 @@ class Method:
         """The run's definition as plain data (saved as `config`)."""
         return {}
 
-    def state(self) -> dict[str, Any]:
-        """Networks, optimisers, schedules and what else evolves, plus what serving and
-        the other tools read (`model`, `metadata`, `parameters`)."""
+    def stateful(self) -> dict[str, Any]:
+        """What evolves, by checkpoint key: networks, optimisers and schedules (anything
+        with `state_dict` and `load_state_dict`); the served network is `model`."""
         raise NotImplementedError
 
+    def extra_state(self) -> dict[str, Any]:
+        """Plain data saved beside it for serving and the other tools (e.g. `metadata`,
+        `parameters`)."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint's payload: every `stateful` object's `state_dict` under its key,
+        plus `extra_state`."""
+        return {
+            **{k: v.state_dict() for k, v in self.stateful().items()},
+            **self.extra_state(),
+        }
+
     def load(self, state: dict[str, Any]) -> None:
-        """Continue from `state()` as saved."""
-        raise NotImplementedError
+        """Continue from `state()` as saved; refuses a checkpoint whose `must_match`
+        entries differ from this run's."""
+        mine = self.extra_state()
+        for k in self.must_match:
+            if state.get(k) != mine[k]:
+                raise ValueError(f"the checkpoint's {k} differ from this run's data")
+        for k, v in self.stateful().items():
+            v.load_state_dict(state[k])
 
     def networks(self) -> list[nn.Module]:
         """The networks that learn (for train/eval mode)."""

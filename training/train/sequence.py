@@ -157,17 +157,11 @@ class SequenceMethod(Method):
     def networks(self) -> list[nn.Module]:
         return [self.model]
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "metadata": self.meta,
-            "parameters": self.parameters,
-        }
+    def stateful(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.opt}
 
-    def load(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
+    def extra_state(self) -> dict[str, Any]:
+        return {"metadata": self.meta, "parameters": self.parameters}
 
     def begin_epoch(self, epoch: int) -> None:
         n, gen, device = len(self.train), self.ctx.gen, self.ctx.device

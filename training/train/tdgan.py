@@ -161,6 +161,7 @@ class TdganMethod(Method):
     the module docstring)."""
 
     name = "tdgan"
+    must_match = ("identities",)
 
     def __init__(
         self,
@@ -234,30 +235,19 @@ class TdganMethod(Method):
     def networks(self) -> list[nn.Module]:
         return [self.model, self.d_face, self.d_expression]
 
-    def state(self) -> dict[str, Any]:
+    def stateful(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
-            "face_discriminator": self.d_face.state_dict(),
-            "expression_discriminator": self.d_expression.state_dict(),
-            "optimizer": self.opt_g.state_dict(),
-            "optimizer_classifier": self.opt_classifier.state_dict(),
-            "optimizer_face_discriminator": self.opt_d_face.state_dict(),
-            "optimizer_expression_discriminator": self.opt_d_expression.state_dict(),
-            "metadata": self.meta,
-            "identities": self.subjects,
-            "parameters": self.parameters,
+            "model": self.model,
+            "face_discriminator": self.d_face,
+            "expression_discriminator": self.d_expression,
+            "optimizer": self.opt_g,
+            "optimizer_classifier": self.opt_classifier,
+            "optimizer_face_discriminator": self.opt_d_face,
+            "optimizer_expression_discriminator": self.opt_d_expression,
         }
 
-    def load(self, state: dict[str, Any]) -> None:
-        if state["identities"] != self.subjects:
-            raise ValueError("the face set's subjects differ from the checkpoint's")
-        self.model.load_state_dict(state["model"])
-        self.d_face.load_state_dict(state["face_discriminator"])
-        self.d_expression.load_state_dict(state["expression_discriminator"])
-        self.opt_g.load_state_dict(state["optimizer"])
-        self.opt_classifier.load_state_dict(state["optimizer_classifier"])
-        self.opt_d_face.load_state_dict(state["optimizer_face_discriminator"])
-        self.opt_d_expression.load_state_dict(state["optimizer_expression_discriminator"])
+    def extra_state(self) -> dict[str, Any]:
+        return {"metadata": self.meta, "identities": self.subjects, "parameters": self.parameters}
 
     def step(self, step: int, index: int) -> dict[str, torch.Tensor]:
         """One step on a random batch of faces and one of expressions; `step` (counted
