@@ -226,6 +226,14 @@ def cmd_derl_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _period(text: str) -> int:
+    """A number of steps between updates: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_tdgan(args: argparse.Namespace) -> int:
     from training.data import ckplus
     from training.nets.tdgan import PAPER_WIDTHS
@@ -248,6 +256,8 @@ def cmd_tdgan(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        d_face_every=args.d_face_every,
+        d_expression_every=args.d_expression_every,
         net_kwargs=net_kwargs,
         seed=args.seed,
         holdout_folds=tuple(args.holdout_folds),
@@ -664,6 +674,19 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the paper's widths everywhere (encoders 32 64 128, decoder 128 and "
         "256 128 64, noise 256): about 2x the time per step",
+    )
+    t.add_argument(
+        "--d-face-every",
+        type=_period,
+        default=5,
+        help="steps between face discriminator updates (default 5, the paper's)",
+    )
+    t.add_argument(
+        "--d-expression-every",
+        type=_period,
+        default=10,
+        help="steps between expression discriminator updates (default 10, the paper's; "
+        "1 gives the generator a trained expression critic sooner)",
     )
     _add_holdout_folds(t, [], "subjects are left out of faces and expressions")
     t.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")

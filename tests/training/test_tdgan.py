@@ -209,6 +209,7 @@ def test_cli(tmp_path: Path, sets: tuple[FaceSet, FaceSet], capsys: pytest.Captu
     argv = ["tdgan", "--ckplus", str(tmp_path / "ckplus.npz"), "--fer2013"]
     argv += [str(tmp_path / "fer.npz"), "--out", str(out), "--widths", "4", "8", "8"]
     argv += ["--batch-size", "4", "--max-steps", "2", "--holdout-folds", "0", "--quiet"]
+    argv += ["--d-expression-every", "1"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     # fold 0 holds subjects 0 and 3: 4 of 6 subjects stay, and their peaks join FER2013
@@ -216,6 +217,7 @@ def test_cli(tmp_path: Path, sets: tuple[FaceSet, FaceSet], capsys: pytest.Captu
     state = checkpoint.load(out / checkpoint.LAST)
     assert state["step"] == 2 and len(state["identities"]) == 4
     assert state["metadata"]["net"]["kwargs"]["widths"] == [4, 8, 8]
+    assert state["config"]["d_expression_every"] == 1 and state["config"]["d_face_every"] == 5
 
 
 def test_resume_is_exact(tmp_path: Path, sets: tuple[FaceSet, FaceSet]) -> None:
