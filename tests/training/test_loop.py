@@ -32,6 +32,7 @@ class Toy(Method):
     `eval_seconds`."""
 
     name = "toy"
+    must_match = ("classes",)
 
     def __init__(self, ctx: Context, epochs: int = 4, eval_seconds: float = 0.0) -> None:
         super().__init__(ctx)
@@ -44,8 +45,6 @@ class Toy(Method):
         self.eval_seconds = eval_seconds
         self.order = torch.arange(96)
         self.classes = ["no", "yes"]
-
-    must_match = ("classes",)
 
     def stateful(self) -> dict[str, Any]:
         return {"model": self.net, "optimizer": self.opt}
