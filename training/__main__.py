@@ -258,6 +258,7 @@ def cmd_tdgan(args: argparse.Namespace) -> int:
         lr=args.lr,
         d_face_every=args.d_face_every,
         d_expression_every=args.d_expression_every,
+        expression_fake_class=args.expression_fake_class,
         net_kwargs=net_kwargs,
         seed=args.seed,
         holdout_folds=tuple(args.holdout_folds),
@@ -363,7 +364,7 @@ def cmd_identity(args: argparse.Namespace) -> int:
 def cmd_transfer_quality(args: argparse.Namespace) -> int:
     from training.evaluate import load_handler
     from training.train.identity import Embedder, identification
-    from training.transfer_quality import load_generator, transfer_quality
+    from training.transfer_quality import load_critic, load_generator, transfer_quality
 
     _, faces = _ckplus_split(args.ckplus, args.holdout_folds)
     expressions = load_dataset(args.expressions, "public_test")
@@ -378,6 +379,7 @@ def cmd_transfer_quality(args: argparse.Namespace) -> int:
         expressions,
         pairs=args.pairs,
         seed=args.seed,
+        critic=load_critic(args.model),
     )
     result["identity"]["reference_real_images"] = identification(embed, faces)
     if args.grid:
@@ -400,6 +402,12 @@ def cmd_transfer_quality(args: argparse.Namespace) -> int:
         f"{e['reference_expression_images']['accuracy']:.4f}, on the unchanged faces "
         f"{e['baseline_unchanged_face']['accuracy']:.4f}, chance {e['chance']:.4f})"
     )
+    if "critic" in e:
+        print(
+            f"TDGAN's expression discriminator: accuracy on the expression images "
+            f"{e['critic']['expression_images']['accuracy']:.4f}, reads the generated faces "
+            f"as requested {e['critic']['generated']['accuracy']:.4f}"
+        )
     print(
         f"identity: similarity to own face input {i['similarity_to_own_face_input']:.4f}, "
         f"to other people's {i['similarity_to_other_peoples_faces']:.4f}; rank-1 "
@@ -688,6 +696,12 @@ def parser() -> argparse.ArgumentParser:
         help="steps between expression discriminator updates (default 10, the paper's; "
         "1 gives the generator a trained expression critic sooner)",
     )
+    t.add_argument(
+        "--expression-fake-class",
+        action="store_true",
+        help="the expression discriminator also learns a 'fake' class on generated faces, "
+        "as the face discriminator does (not the paper's: its critic sees real images only)",
+    )
     _add_holdout_folds(t, [], "subjects are left out of faces and expressions")
     t.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
     t.add_argument("--log-every", type=int, default=50, help="steps per history row")
@@ -719,7 +733,11 @@ def parser() -> argparse.ArgumentParser:
     q = sub.add_parser(
         "transfer-quality", help="expression, identity and reconstruction figures of a TDGAN"
     )
-    q.add_argument("--model", required=True, help="a tdgan checkpoint (.pt) or tdgan.mar")
+    q.add_argument(
+        "--model",
+        required=True,
+        help="a tdgan checkpoint (.pt: its expression discriminator is scored too) or tdgan.mar",
+    )
     q.add_argument("--judge", required=True, help="classifier .mar/.pt that did not train with it")
     q.add_argument("--identity", required=True, help="identity.pt from `fer-train identity`")
     q.add_argument("--ckplus", required=True, help="the CK+ npz (faces of held-out subjects)")

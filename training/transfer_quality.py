@@ -13,6 +13,13 @@ Every figure is measured by a network that did not train with the GAN:
   out references on the real images come from `identity.identification`);
 - reconstruction: TDGAN's dual-image consistency path, G(fake, face) against the face and
   G(expression, fake) against the expression image, L1 and SSIM in [0, 1] grey levels.
+
+A training checkpoint also holds TDGAN's own expression discriminator, the generator's only
+expression signal. It is not a judge (the generator learned to please it), but it tells why
+a run fails: its accuracy on the real expression images, beside how often it reads the
+generated faces as the requested expression (`critic`). A generated hit rate above its
+accuracy on real images, with a low judge hit rate, means the generator fits the critic's
+weaknesses rather than the expression.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from training.train.identity import identity_figures, subject_labels, subject_si
 
 #: (face, expression) in [0, 1], [N,1,S,S] -> generated face in [0, 1], same shape.
 Generate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-#: uint8 [N,S,S] -> class probabilities [N, 7] (a loaded classifier handler's predict_arrays)
+#: uint8 [N,S,S] -> class probabilities [N, 7] (a loaded classifier handler's predict_arrays;
+#: a critic with a "fake" class has an 8th column, which is never a hit)
 Judge = Callable[[np.ndarray], np.ndarray]
 #: uint8 [N,S,S] -> L2-normalised embeddings [N, D]
 Embed = Callable[[np.ndarray], np.ndarray]
@@ -57,6 +65,37 @@ def load_generator(path: str | Path, seed: int = 0) -> Generate:
     return generate
 
 
+def load_critic(path: str | Path, batch_size: int = 512) -> Judge | None:
+    """TDGAN's expression discriminator from a `fer-train tdgan` checkpoint, as a `Judge`;
+    None for a `.mar` or a checkpoint without one (archives ship the generator only)."""
+    from training.nets.tdgan import Discriminator, discriminator_kwargs
+    from training.train import checkpoint
+
+    path = Path(path)
+    if path.suffix == ".mar":
+        return None
+    state = checkpoint.load(path)
+    if "expression_discriminator" not in state:
+        return None
+    weights = state["expression_discriminator"]
+    last = [v for k, v in weights.items() if k.startswith("head.") and k.endswith(".weight")][-1]
+    classes = int(last.shape[0])  # 7, or 8 with a "fake" class
+    kwargs = discriminator_kwargs(state["metadata"]["net"]["kwargs"])
+    critic = Discriminator(classes, **kwargs)  # type: ignore[arg-type]
+    critic.load_state_dict(weights)
+    critic.eval()
+
+    @torch.inference_mode()
+    def read(images: np.ndarray) -> np.ndarray:
+        out = [
+            torch.softmax(critic(to_float(images[i : i + batch_size]))[1].float(), 1).numpy()
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+    return read
+
+
 def _batched(generate: Generate, a: torch.Tensor, b: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([generate(a[i : i + size], b[i : i + size]) for i in range(0, len(a), size)])
 
@@ -80,9 +119,12 @@ def transfer_quality(
     pairs: int = 1000,
     seed: int = 0,
     batch_size: int = 256,
+    critic: Judge | None = None,
 ) -> dict[str, Any]:
     """Figures on `pairs` random (face, expression) pairs: `faces` carry a `subject` column
-    (at least two people), `expressions` carry labels; neither was used in training."""
+    (at least two people), `expressions` carry labels; neither was used in training. With a
+    `critic` (`load_critic`), `expression.critic` holds its hits on the expression images
+    and on the generated faces."""
     if len(np.unique(faces.meta["subject"])) < 2:
         raise ValueError("identity figures need faces of at least two people")
     rng = np.random.default_rng(seed)
@@ -103,7 +145,7 @@ def transfer_quality(
     cos = e_fake @ e_face.T  # [pairs, pairs]: output i against face input j
     other = pair_ids[None, :] != pair_ids[:, None]
     gallery = subject_similarities(e_fake, e_all, ids, leave_one_out=False)
-    return {
+    result: dict[str, Any] = {
         "pairs": pairs,
         "seed": seed,
         "expression": {
@@ -129,6 +171,12 @@ def transfer_quality(
             "expression_ssim": float(ssim(expression_rec, expression).mean()),
         },
     }
+    if critic is not None:
+        result["expression"]["critic"] = {
+            "expression_images": _hits(critic, expressions.images[ei], requested),
+            "generated": _hits(critic, fake_u8, requested),
+        }
+    return result
 
 
 def transfer_grid(

@@ -34,8 +34,9 @@ from training.nets.tdgan import (
     instance_norm,
 )
 from training.train import checkpoint
-from training.train.loop import RunOptions
-from training.train.tdgan import LOSSES, TdganConfig, train_tdgan
+from training.train.loop import Context, RunOptions
+from training.train.tdgan import LOSSES, TdganConfig, TdganMethod, train_tdgan
+from training.transfer_quality import load_critic
 
 TINY: dict[str, object] = {
     "widths": (4, 8, 8),
@@ -209,7 +210,7 @@ def test_cli(tmp_path: Path, sets: tuple[FaceSet, FaceSet], capsys: pytest.Captu
     argv = ["tdgan", "--ckplus", str(tmp_path / "ckplus.npz"), "--fer2013"]
     argv += [str(tmp_path / "fer.npz"), "--out", str(out), "--widths", "4", "8", "8"]
     argv += ["--batch-size", "4", "--max-steps", "2", "--holdout-folds", "0", "--quiet"]
-    argv += ["--d-expression-every", "1"]
+    argv += ["--d-expression-every", "1", "--expression-fake-class"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     # fold 0 holds subjects 0 and 3: 4 of 6 subjects stay, and their peaks join FER2013
@@ -218,6 +219,35 @@ def test_cli(tmp_path: Path, sets: tuple[FaceSet, FaceSet], capsys: pytest.Captu
     assert state["step"] == 2 and len(state["identities"]) == 4
     assert state["metadata"]["net"]["kwargs"]["widths"] == [4, 8, 8]
     assert state["config"]["d_expression_every"] == 1 and state["config"]["d_face_every"] == 5
+    assert state["config"]["expression_fake_class"] is True
+    # transfer-quality reads the 8-class critic the run trained
+    probabilities = load_critic(out / checkpoint.LAST)(expressions.images[:3])
+    assert probabilities.shape == (3, 8) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+
+
+def test_expression_critic_with_a_fake_class_learns_to_reject_generated_faces(
+    sets: tuple[FaceSet, FaceSet],
+) -> None:
+    """With `expression_fake_class` the expression discriminator has an 8th class and
+    learns it on the generated faces: after 12 steps it gives them more of that class
+    than it gives real expression images (without the option it has no such class).
+    Dropout is off in the critic and the rate high, so that 12 steps suffice."""
+    faces, expressions = sets
+    ctx = Context(RunOptions(device="cpu", progress=False), seed=0)
+    cfg = TdganConfig(batch_size=8, lr=1e-2, d_expression_every=1, net_kwargs=dict(TINY))
+    assert TdganMethod(cfg, faces, expressions, ctx).d_expression.head.net[-1].out_features == 7
+    cfg.expression_fake_class = True
+    method = TdganMethod(cfg, faces, expressions, ctx)
+    method.d_expression.eval()
+    for step in range(12):
+        method.step(step, step)
+    with torch.inference_mode():
+        fake = method.model.generate(method.fixed_face, method.fixed_expr)
+        p_fake, p_real = (
+            torch.softmax(method.d_expression(x)[1], 1)[:, len(CLASSES)].mean()
+            for x in (fake, method.fixed_expr)
+        )
+    assert p_fake > p_real + 0.2, (float(p_fake), float(p_real))
 
 
 def test_resume_is_exact(tmp_path: Path, sets: tuple[FaceSet, FaceSet]) -> None:

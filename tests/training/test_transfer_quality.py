@@ -22,7 +22,7 @@ from training.evaluate import load_handler
 from training.train.classifier import ClassifierConfig, train_classifier
 from training.train.identity import Embedder, IdentityConfig, identification, train_identity
 from training.train.loop import RunOptions
-from training.transfer_quality import transfer_quality
+from training.transfer_quality import load_critic, transfer_quality
 
 SIZE = 32
 QUIET = RunOptions(device="cpu", threads=1, progress=False)
@@ -110,6 +110,21 @@ def test_figures_separate_copying_the_face_from_copying_the_expression(
     assert r["face_ssim"] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_critic_is_scored_on_the_expression_images_and_on_the_generated_faces(
+    judged: dict[str, Any],
+) -> None:
+    """With the judge as the critic, copying the expression image gives the critic the same
+    hits on both; without a critic there is no such figure."""
+    args = (judged["judge"], judged["embed"], judged["faces"], judged["expressions"])
+    result = transfer_quality(copy_expression, *args, pairs=100, seed=0, critic=judged["judge"])
+    critic, e = result["expression"]["critic"], result["expression"]
+    assert critic["generated"] == critic["expression_images"]
+    assert critic["expression_images"] == e["reference_expression_images"]
+    copied_face = transfer_quality(copy_face, *args, pairs=100, seed=0, critic=judged["judge"])
+    assert copied_face["expression"]["critic"]["generated"] == e["baseline_unchanged_face"]
+    assert "critic" not in transfer_quality(copy_face, *args, pairs=100, seed=0)["expression"]
+
+
 def test_identity_needs_two_people(judged: dict[str, Any]) -> None:
     faces: FaceSet = judged["faces"]
     one = faces.subset(faces.meta["subject"] == faces.meta["subject"][0])
@@ -123,7 +138,7 @@ def test_fer_train_identity_and_transfer_quality_cli(
     """End to end on a CK+-shaped file, an untrained tiny TDGAN (the plumbing, not the
     figures) and the shipped compact archive as the judge."""
     from training.__main__ import main
-    from training.nets.tdgan import TDGAN
+    from training.nets.tdgan import TDGAN, Discriminator, discriminator_kwargs
     from training.train import checkpoint
     from training.train.tdgan import TdganConfig, metadata
 
@@ -153,8 +168,10 @@ def test_fer_train_identity_and_transfer_quality_cli(
         "fc": 16,
     }
     model = TDGAN(**kwargs)
+    critic = Discriminator(7, **discriminator_kwargs(kwargs))  # type: ignore[arg-type]
     meta = metadata(TdganConfig(net_kwargs=kwargs), 48)
-    checkpoint.save({"model": model.state_dict(), "metadata": meta}, tmp_path / "g.pt")
+    state = {"model": model.state_dict(), "metadata": meta}
+    checkpoint.save({**state, "expression_discriminator": critic.state_dict()}, tmp_path / "g.pt")
 
     identity = ["identity", "--data", str(tmp_path / "ck.npz"), "--out", str(tmp_path / "id")]
     identity += ["--epochs", "2", "--threads", "1", "--quiet", "--holdout-folds", "0", "1"]
@@ -174,6 +191,16 @@ def test_fer_train_identity_and_transfer_quality_cli(
     assert result["identity"]["reference_real_images"]["subjects"] == 4
     assert 0.0 <= result["expression"]["generated"]["accuracy"] <= 1.0
     assert result["reconstruction"]["face_l1"] > 0.0  # an untrained generator does not copy
+    # The checkpoint's expression discriminator, read the way the trainer reads it.
+    critic.eval()
+    with torch.inference_mode():
+        probs = torch.softmax(critic(torch.from_numpy(expressions.images[:5, None]) / 255)[1], 1)
+    assert np.allclose(load_critic(tmp_path / "g.pt")(expressions.images[:5]), probs, atol=1e-6)
+    assert load_critic(store / "compact.mar") is None
+    for read in ("expression_images", "generated"):
+        assert 0.0 <= result["expression"]["critic"][read]["accuracy"] <= 1.0
+    checkpoint.save(state, tmp_path / "generator_only.pt")
+    assert load_critic(tmp_path / "generator_only.pt") is None
     # The matrix: a header row of one expression per class, then one row per held-out person
     # (4), each column 48 px, enlarged 2x.
     from PIL import Image

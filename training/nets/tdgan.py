@@ -318,6 +318,15 @@ class Discriminator(nn.Module):
         return features, self.head(features)
 
 
+#: The TDGAN arguments its discriminators share (they have no decoder and no noise).
+DISCRIMINATOR_KWARGS = ("input_size", "in_channels", "widths", "fc", "pools")
+
+
+def discriminator_kwargs(net_kwargs: dict[str, object]) -> dict[str, object]:
+    """The `Discriminator` arguments that match a TDGAN built with `net_kwargs`."""
+    return {k: net_kwargs[k] for k in DISCRIMINATOR_KWARGS if k in net_kwargs}
+
+
 def build(**kwargs: object) -> TDGAN:
     """Factory used by handlers: `build(**metadata["net"]["kwargs"])`."""
     return TDGAN(**kwargs)  # type: ignore[arg-type]

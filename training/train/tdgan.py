@@ -10,7 +10,9 @@ face discriminator's classes) and an independent random batch of expression imag
 2. every `d_face_every` steps, trains the face discriminator: CE(D_f(face), identity) +
    CE(D_f(fake), "fake" class);
 3. every `d_expression_every` steps, trains the expression discriminator on real images
-   only: CE(D_e(expression), label);
+   only: CE(D_e(expression), label); with `expression_fake_class` (not the paper's) it has
+   an 8th "fake" class and learns CE(D_e(fake), "fake") as well, as the face discriminator
+   does, so that it cannot be pleased by what no real face shows;
 4. trains the generator (both encoders and the decoder) with
    lambda_face * CE(D_f(fake), identity) + lambda_expression * CE(D_e(fake), label)
    + lambda_perceptual * MSE(D_f's encoder features of fake, of face)
@@ -53,7 +55,7 @@ from training import report
 from training.data.augment import AugmentConfig, geometric
 from training.data.samples import CLASSES, FaceSet
 from training.data.tensors import to_device, to_float, to_uint8
-from training.nets.tdgan import TDGAN, Discriminator
+from training.nets.tdgan import TDGAN, Discriminator, discriminator_kwargs
 from training.train.loop import Context, Method, RunOptions, fit, saved_config
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class TdganConfig:
     lambda_consistency: float = 5.0  # each of the two dual-image L1 terms
     d_face_every: int = 5  # face discriminator update period (steps)
     d_expression_every: int = 10  # expression discriminator update period (steps)
+    expression_fake_class: bool = False  # D_expression also learns a "fake" class
     net_kwargs: dict[str, Any] = field(default_factory=dict)  # TDGAN widths etc.
     seed: int = 0
     augment: AugmentConfig = field(
@@ -178,12 +181,11 @@ class TdganMethod(Method):
         kw = cfg.net_kwargs
         self.meta = metadata(cfg, int(faces.images.shape[1]))
         self.model = TDGAN(**kw).to(device)
-        d_kwargs = {
-            k: kw[k] for k in ("input_size", "in_channels", "widths", "fc", "pools") if k in kw
-        }
+        d_kwargs: dict[str, Any] = discriminator_kwargs(kw)
         self.fake_class = len(self.subjects)
         self.d_face = Discriminator(self.fake_class + 1, **d_kwargs).to(device)
-        self.d_expression = Discriminator(len(CLASSES), **d_kwargs).to(device)
+        critic_classes = len(CLASSES) + int(cfg.expression_fake_class)
+        self.d_expression = Discriminator(critic_classes, **d_kwargs).to(device)
         m = self.model
         self.parameters = sum(p.numel() for p in m.parameters())
         d_params = sum(p.numel() for d in (self.d_face, self.d_expression) for p in d.parameters())
@@ -302,6 +304,13 @@ class TdganMethod(Method):
             with self.ctx.autocast():
                 _, expression_logits = self.d_expression(expression)
             loss_d_expression = F.cross_entropy(expression_logits.float(), label)
+            if cfg.expression_fake_class:
+                with self.ctx.autocast():
+                    _, fake_expression_logits = self.d_expression(fake.detach())
+                fake_label = torch.full_like(label, len(CLASSES))
+                loss_d_expression = loss_d_expression + F.cross_entropy(
+                    fake_expression_logits.float(), fake_label
+                )
             self.opt_d_expression.zero_grad(set_to_none=True)
             loss_d_expression.backward()
             self.opt_d_expression.step()
