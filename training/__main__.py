@@ -700,7 +700,8 @@ def parser() -> argparse.ArgumentParser:
         "--expression-fake-class",
         action="store_true",
         help="the expression discriminator also learns a 'fake' class on generated faces, "
-        "as the face discriminator does (not the paper's: its critic sees real images only)",
+        "as the face discriminator does (not the paper's: its critic sees real images only; at "
+        "the paper's weights it collapsed the generator on CPU, see MODEL_CARD.md)",
     )
     _add_holdout_folds(t, [], "subjects are left out of faces and expressions")
     t.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
