@@ -81,7 +81,7 @@ def load_critic(path: str | Path, batch_size: int = 512) -> Judge | None:
     last = [v for k, v in weights.items() if k.startswith("head.") and k.endswith(".weight")][-1]
     classes = int(last.shape[0])  # 7, or 8 with a "fake" class
     kwargs = discriminator_kwargs(state["metadata"]["net"]["kwargs"])
-    critic = Discriminator(classes, **kwargs)  # type: ignore[arg-type]
+    critic = Discriminator(classes, **kwargs)
     critic.load_state_dict(weights)
     critic.eval()
 
@@ -91,7 +91,7 @@ def load_critic(path: str | Path, batch_size: int = 512) -> Judge | None:
             torch.softmax(critic(to_float(images[i : i + batch_size]))[1].float(), 1).numpy()
             for i in range(0, len(images), batch_size)
         ]
-        return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, classes), np.float32)
 
     return read
 

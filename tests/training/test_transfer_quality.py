@@ -168,7 +168,7 @@ def test_fer_train_identity_and_transfer_quality_cli(
         "fc": 16,
     }
     model = TDGAN(**kwargs)
-    critic = Discriminator(7, **discriminator_kwargs(kwargs))  # type: ignore[arg-type]
+    critic = Discriminator(7, **discriminator_kwargs(kwargs))
     meta = metadata(TdganConfig(net_kwargs=kwargs), 48)
     state = {"model": model.state_dict(), "metadata": meta}
     checkpoint.save({**state, "expression_discriminator": critic.state_dict()}, tmp_path / "g.pt")

@@ -51,6 +51,8 @@ Deviations (sized for the 48x48 grayscale crops of FER2013 and CK+, and for a CP
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -322,7 +324,7 @@ class Discriminator(nn.Module):
 DISCRIMINATOR_KWARGS = ("input_size", "in_channels", "widths", "fc", "pools")
 
 
-def discriminator_kwargs(net_kwargs: dict[str, object]) -> dict[str, object]:
+def discriminator_kwargs(net_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The `Discriminator` arguments that match a TDGAN built with `net_kwargs`."""
     return {k: net_kwargs[k] for k in DISCRIMINATOR_KWARGS if k in net_kwargs}
 

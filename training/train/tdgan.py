@@ -181,7 +181,7 @@ class TdganMethod(Method):
         kw = cfg.net_kwargs
         self.meta = metadata(cfg, int(faces.images.shape[1]))
         self.model = TDGAN(**kw).to(device)
-        d_kwargs: dict[str, Any] = discriminator_kwargs(kw)
+        d_kwargs = discriminator_kwargs(kw)
         self.fake_class = len(self.subjects)
         self.d_face = Discriminator(self.fake_class + 1, **d_kwargs).to(device)
         critic_classes = len(CLASSES) + int(cfg.expression_fake_class)
