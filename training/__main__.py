@@ -259,6 +259,9 @@ def cmd_tdgan(args: argparse.Namespace) -> int:
         d_face_every=args.d_face_every,
         d_expression_every=args.d_expression_every,
         expression_fake_class=args.expression_fake_class,
+        critic_augment=args.critic_augment,
+        critic_warmup=args.critic_warmup,
+        lambda_expression=args.lambda_expression,
         net_kwargs=net_kwargs,
         seed=args.seed,
         holdout_folds=tuple(args.holdout_folds),
@@ -702,6 +705,28 @@ def parser() -> argparse.ArgumentParser:
         help="the expression discriminator also learns a 'fake' class on generated faces, "
         "as the face discriminator does (not the paper's: its critic sees real images only; at "
         "the paper's weights it collapsed the generator on CPU, see MODEL_CARD.md)",
+    )
+    t.add_argument(
+        "--critic-augment",
+        action="store_true",
+        help="the expression discriminator sees every image, real or generated, through the "
+        "strong training augmentation (warp, lighting, erasing; differentiable), so that "
+        "the generator cannot please it with pixel patterns (not the paper's)",
+    )
+    t.add_argument(
+        "--critic-warmup",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="the run's first STEPS steps train only the expression discriminator, on real "
+        "images (counted in the run's steps; not the paper's)",
+    )
+    t.add_argument(
+        "--lambda-expression",
+        type=float,
+        default=0.8,
+        help="weight of the generator's expression loss, CE(D_expression(fake), label) "
+        "(default 0.8, the paper's)",
     )
     _add_holdout_folds(t, [], "subjects are left out of faces and expressions")
     t.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")

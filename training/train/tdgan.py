@@ -12,7 +12,15 @@ face discriminator's classes) and an independent random batch of expression imag
 3. every `d_expression_every` steps, trains the expression discriminator on real images
    only: CE(D_e(expression), label); with `expression_fake_class` (not the paper's) it has
    an 8th "fake" class and learns CE(D_e(fake), "fake") as well, as the face discriminator
-   does, so that it cannot be pleased by what no real face shows;
+   does, so that it cannot be pleased by what no real face shows; with `critic_augment`
+   (not the paper's) every image the expression discriminator sees, real or generated,
+   in its own updates and in the generator's, first goes through the strong training
+   augmentation (warp, lighting, random erasing; differentiable, in the manner of
+   DiffAugment, Zhao et al. 2020), so that what pleases it must survive those changes
+   as a real expression does, rather than as a pixel pattern; the first `critic_warmup`
+   steps of a run (not the paper's) train only this discriminator, on real images, so that
+   the generator's expression signal comes from a critic that already knows the
+   expressions (the paper's critic learns every 10th step from step 0);
 4. trains the generator (both encoders and the decoder) with
    lambda_face * CE(D_f(fake), identity) + lambda_expression * CE(D_e(fake), label)
    + lambda_perceptual * MSE(D_f's encoder features of fake, of face)
@@ -52,13 +60,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import report
-from training.data.augment import AugmentConfig, geometric
+from training.data.augment import PRESETS, AugmentConfig, augment, geometric
 from training.data.samples import CLASSES, FaceSet
 from training.data.tensors import to_device, to_float, to_uint8
 from training.nets.tdgan import TDGAN, Discriminator, discriminator_kwargs
 from training.train.loop import Context, Method, RunOptions, fit, saved_config
 
 log = logging.getLogger(__name__)
+
+#: What `critic_augment` does to every image the expression discriminator sees.
+CRITIC_AUGMENT = PRESETS["strong"]
 
 LOSSES = (
     "loss_classifier",
@@ -88,6 +99,8 @@ class TdganConfig:
     d_face_every: int = 5  # face discriminator update period (steps)
     d_expression_every: int = 10  # expression discriminator update period (steps)
     expression_fake_class: bool = False  # D_expression also learns a "fake" class
+    critic_augment: bool = False  # D_expression sees augmented images, real and generated
+    critic_warmup: int = 0  # first steps: only D_expression learns, on real images
     net_kwargs: dict[str, Any] = field(default_factory=dict)  # TDGAN widths etc.
     seed: int = 0
     augment: AugmentConfig = field(
@@ -251,15 +264,42 @@ class TdganMethod(Method):
     def extra_state(self) -> dict[str, Any]:
         return {"metadata": self.meta, "identities": self.subjects, "parameters": self.parameters}
 
+    def critic_view(self, x: torch.Tensor) -> torch.Tensor:
+        """An image batch as the expression discriminator sees it (see `critic_augment`)."""
+        if not self.cfg.critic_augment:
+            return x
+        return augment(x, CRITIC_AUGMENT, self.ctx.gen)
+
     def step(self, step: int, index: int) -> dict[str, torch.Tensor]:
         """One step on a random batch of faces and one of expressions; `step` (counted
-        over the whole run) sets which discriminators learn."""
+        over the whole run) sets which discriminators learn, and whether the run is still
+        in its critic warm-up (the expression discriminator alone, on real images)."""
         cfg, gen, dev = self.cfg, self.ctx.gen, self.ctx.device
         fi = torch.randint(len(self.face_images), (cfg.batch_size,), generator=gen, device=dev)
         ei = torch.randint(len(self.expr_images), (cfg.batch_size,), generator=gen, device=dev)
         face = self.face_images[fi].float().div_(255)
         expression = geometric(self.expr_images[ei].float().div_(255), cfg.augment, gen)
+        if step < cfg.critic_warmup:
+            return {"loss_d_expression": self.update_critic(expression, self.expr_labels[ei])}
         return self.train_step(step, face, self.face_labels[fi], expression, self.expr_labels[ei])
+
+    def update_critic(
+        self, expression: torch.Tensor, label: torch.Tensor, fake: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One update of the expression discriminator: CE on the real `expression` images,
+        plus CE(D_e(fake), "fake") with `expression_fake_class` (needs the detached `fake`);
+        returns the detached loss."""
+        with self.ctx.autocast():
+            _, logits = self.d_expression(self.critic_view(expression))
+        loss = F.cross_entropy(logits.float(), label)
+        if self.cfg.expression_fake_class and fake is not None:
+            with self.ctx.autocast():
+                _, fake_logits = self.d_expression(self.critic_view(fake))
+            loss = loss + F.cross_entropy(fake_logits.float(), torch.full_like(label, len(CLASSES)))
+        self.opt_d_expression.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d_expression.step()
+        return loss.detach()
 
     def train_step(
         self,
@@ -301,24 +341,11 @@ class TdganMethod(Method):
         real_features = real_features.detach().float()
 
         if step % cfg.d_expression_every == 0:
-            with self.ctx.autocast():
-                _, expression_logits = self.d_expression(expression)
-            loss_d_expression = F.cross_entropy(expression_logits.float(), label)
-            if cfg.expression_fake_class:
-                with self.ctx.autocast():
-                    _, fake_expression_logits = self.d_expression(fake.detach())
-                fake_label = torch.full_like(label, len(CLASSES))
-                loss_d_expression = loss_d_expression + F.cross_entropy(
-                    fake_expression_logits.float(), fake_label
-                )
-            self.opt_d_expression.zero_grad(set_to_none=True)
-            loss_d_expression.backward()
-            self.opt_d_expression.step()
-            losses["loss_d_expression"] = loss_d_expression.detach()
+            losses["loss_d_expression"] = self.update_critic(expression, label, fake.detach())
 
         with frozen(self.d_face, self.d_expression), self.ctx.autocast():
             fake_features, fake_face_logits = self.d_face(fake)
-            _, fake_expression_logits = self.d_expression(fake)
+            _, fake_expression_logits = self.d_expression(self.critic_view(fake))
             # Dual-image consistency: the fake (who: face) with the face's own expression
             # gives the face back; the expression image's person with the fake's
             # expression gives the expression image back.
