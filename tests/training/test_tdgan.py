@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from service.archive import open_archive
 from service.schemas import Generation
@@ -109,6 +110,20 @@ def test_geometry_is_checked() -> None:
         TDGAN(input_size=44)
     with pytest.raises(ValueError, match="up_widths"):
         TDGAN(up_widths=(8, 8))
+
+
+def snapshot(nets: dict[str, nn.Module]) -> dict[str, list[torch.Tensor]]:
+    """Copies of every parameter of each named network."""
+    return {k: [p.detach().clone() for p in n.parameters()] for k, n in nets.items()}
+
+
+def changed(nets: dict[str, nn.Module], before: dict[str, list[torch.Tensor]]) -> set[str]:
+    """The names of the networks whose parameters differ from the `snapshot`."""
+    return {
+        k
+        for k, n in nets.items()
+        if any(not torch.equal(a, p) for a, p in zip(before[k], n.parameters(), strict=True))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -280,11 +295,11 @@ def test_critic_augment_changes_every_image_the_expression_critic_sees(
     expression = to_float(expressions.images[:8])
     identity = torch.zeros(8, dtype=torch.long)
     label = torch.from_numpy(expressions.labels[:8])
-    decoder = list(method.model.decoder.parameters())
-    before = [p.detach().clone() for p in decoder]
+    decoder = {"decoder": method.model.decoder}
+    before = snapshot(decoder)
     losses = method.train_step(0, face, identity, expression, label)
     assert torch.isfinite(losses["loss_g_expression"])
-    assert any(not torch.equal(a, p) for a, p in zip(before, decoder, strict=True))
+    assert changed(decoder, before) == {"decoder"}
     fake = made[0]
     assert len(seen) == 3 and all(x.shape == fake.shape for x in seen)
     as_they_are = [torch.equal(x, y) for x, y in zip(seen, (expression, fake, fake), strict=True)]
@@ -306,24 +321,13 @@ def test_critic_warmup_trains_only_the_expression_critic_first(
     cfg = TdganConfig(batch_size=8, critic_warmup=2, net_kwargs=dict(TINY))
     method = TdganMethod(cfg, faces, expressions, ctx)
     nets = {"generator": method.model, "face": method.d_face, "critic": method.d_expression}
-
-    def snapshot() -> dict[str, list[torch.Tensor]]:
-        return {k: [p.detach().clone() for p in n.parameters()] for k, n in nets.items()}
-
-    def changed(before: dict[str, list[torch.Tensor]]) -> set[str]:
-        return {
-            k
-            for k, n in nets.items()
-            if any(not torch.equal(a, p) for a, p in zip(before[k], n.parameters(), strict=True))
-        }
-
     for step in range(2):
-        before = snapshot()
+        before = snapshot(nets)
         assert set(method.step(step, step)) == {"loss_d_expression"}
-        assert changed(before) == {"critic"}
-    before = snapshot()
+        assert changed(nets, before) == {"critic"}
+    before = snapshot(nets)
     assert "loss_g" in method.step(5, 5)
-    assert changed(before) == {"generator", "face"}  # D_face learns every 5th, D_expr 10th
+    assert changed(nets, before) == {"generator", "face"}  # D_face learns every 5th, D_expr 10th
 
 
 def test_resume_is_exact(tmp_path: Path, sets: tuple[FaceSet, FaceSet]) -> None:

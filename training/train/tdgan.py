@@ -277,10 +277,10 @@ class TdganMethod(Method):
         cfg, gen, dev = self.cfg, self.ctx.gen, self.ctx.device
         fi = torch.randint(len(self.face_images), (cfg.batch_size,), generator=gen, device=dev)
         ei = torch.randint(len(self.expr_images), (cfg.batch_size,), generator=gen, device=dev)
-        face = self.face_images[fi].float().div_(255)
         expression = geometric(self.expr_images[ei].float().div_(255), cfg.augment, gen)
         if step < cfg.critic_warmup:
             return {"loss_d_expression": self.update_critic(expression, self.expr_labels[ei])}
+        face = self.face_images[fi].float().div_(255)
         return self.train_step(step, face, self.face_labels[fi], expression, self.expr_labels[ei])
 
     def update_critic(
